@@ -1,0 +1,245 @@
+//! The sending half of a stream: frames in, coded frames out.
+
+use std::sync::Arc;
+
+use constriction::stream::Encode;
+use constriction::stream::queue::DefaultRangeEncoder;
+use llmpack_frame::{Codec, FRAME_HEADER_LEN, FrameHeader, MAX_FRAME_LEN};
+
+use crate::history::History;
+use crate::lane::LmLane;
+use crate::predict::{LaneId, Request};
+use crate::tokens::Vocabulary;
+use crate::{Policy, Stats, StreamConfig, checksum};
+
+/// A coded frame: header and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedFrame {
+    /// The frame header.
+    pub header: FrameHeader,
+    /// The payload (`header.payload_len` bytes).
+    pub payload: Vec<u8>,
+}
+
+impl EncodedFrame {
+    /// Header plus payload length on the wire.
+    pub fn wire_len(&self) -> usize {
+        FRAME_HEADER_LEN + self.payload.len()
+    }
+
+    /// Appends header and payload to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        self.header.encode(out);
+        out.extend_from_slice(&self.payload);
+    }
+}
+
+/// One frame being coded with the model.
+#[derive(Debug)]
+struct LmJob {
+    data: Vec<u8>,
+    sum: u64,
+    tokens: Vec<u32>,
+    /// Tokens coded so far (and fed to the lane).
+    pos: usize,
+    /// Bytes those tokens cover.
+    covered: usize,
+    rc: DefaultRangeEncoder,
+    /// The best model-free coding: codec and payload.
+    fallback: (Codec, Option<Vec<u8>>),
+}
+
+/// Encodes one direction of a stream, frame by frame.
+///
+/// ```text
+/// push(frame) → while let Some(req) = poll_request() { handle_prediction(model(req)) }
+///             → take_frame()
+/// ```
+/// Requests of many encoders are best answered together (see [`crate::drive`]).
+#[derive(Debug)]
+pub struct StreamEncoder {
+    cfg: StreamConfig,
+    vocab: Arc<dyn Vocabulary>,
+    lane: Option<LmLane>,
+    history: History,
+    job: Option<LmJob>,
+    ready: Option<EncodedFrame>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for dyn Vocabulary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Vocabulary({} tokens)", self.vocab_size())
+    }
+}
+
+impl StreamEncoder {
+    /// A new encoder for lane `id`. `primer` is text both ends share as the
+    /// start of the model context (may be empty). The model is used only if
+    /// `cfg.policy` allows it and `cfg.lm` is set.
+    pub fn new(id: LaneId, cfg: StreamConfig, vocab: Arc<dyn Vocabulary>, primer: &[u8]) -> Self {
+        let lm = if cfg.policy.uses_model() { cfg.lm } else { None };
+        let lane = crate::lane::new_lane(id, lm, &*vocab, primer);
+        StreamEncoder {
+            history: History::new(cfg.zstd_history),
+            cfg,
+            vocab,
+            lane,
+            job: None,
+            ready: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Whether a frame is being coded or waits to be taken.
+    pub fn busy(&self) -> bool {
+        self.job.is_some() || self.ready.is_some()
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.model_requests = self.lane.as_ref().map_or(0, |l| l.requests);
+        s
+    }
+
+    /// Starts coding one frame. Panics if the previous frame was not taken
+    /// or `data` is longer than [`MAX_FRAME_LEN`] (caller bugs).
+    pub fn push(&mut self, data: Vec<u8>) {
+        assert!(!self.busy(), "push while a frame is in progress");
+        assert!(data.len() <= MAX_FRAME_LEN as usize, "frame too long");
+        let sum = checksum(&data);
+        let zstd = match self.cfg.policy {
+            Policy::Raw => None,
+            _ => self.history.compress(self.cfg.zstd_level, &data),
+        };
+        let fallback = match zstd {
+            Some(z) => (Codec::Zstd, Some(z)),
+            None => (Codec::Raw, None),
+        };
+        self.history.push(&data);
+        let fallback_len = fallback.1.as_ref().map_or(data.len(), Vec::len);
+        let try_lm = self.lane.is_some()
+            && !data.is_empty()
+            && match self.cfg.policy {
+                Policy::Lm => true,
+                Policy::Auto => {
+                    (fallback_len as f64) < self.cfg.lm_skip_ratio * data.len() as f64
+                }
+                _ => false,
+            };
+        if try_lm {
+            let mut tokens = Vec::with_capacity(data.len() / 3 + 1);
+            self.vocab.tokenize(&data, &mut tokens);
+            self.job = Some(LmJob {
+                data,
+                sum,
+                tokens,
+                pos: 0,
+                covered: 0,
+                rc: DefaultRangeEncoder::new(),
+                fallback,
+            });
+        } else {
+            let frame = self.fallback_frame(&data, sum, fallback, 0);
+            self.ready = Some(frame);
+        }
+    }
+
+    /// Codes as far as possible; returns the request the lane needs answered
+    /// next, or `None` when the frame is finished (see [`Self::take_frame`])
+    /// or a request is already outstanding.
+    pub fn poll_request(&mut self) -> Option<Request> {
+        let job = self.job.as_mut()?;
+        let lane = self.lane.as_mut().expect("lm jobs exist only with a lane");
+        let abort_allowed = self.cfg.policy == Policy::Auto;
+        let fallback_bits = 8.0 * job.fallback.1.as_ref().map_or(job.data.len(), Vec::len) as f64;
+        while job.pos < job.tokens.len() {
+            if !lane.ready() {
+                return lane.next_request();
+            }
+            let t = job.tokens[job.pos];
+            if job.rc.encode_symbol(t as usize, &lane.table).is_err() {
+                // Only a token id outside the model's vocabulary gets here;
+                // never let it corrupt the stream: send the frame model-free.
+                break;
+            }
+            lane.feed(t);
+            job.pos += 1;
+            job.covered += self.vocab.token_bytes(t).map_or(0, <[u8]>::len);
+            // Give up early when the model clearly loses to zstd/raw.
+            if abort_allowed && job.pos % 64 == 0 && job.covered >= 2048 {
+                let projected =
+                    job.rc.num_bits() as f64 * job.data.len() as f64 / job.covered as f64;
+                if projected > 1.2 * fallback_bits {
+                    break;
+                }
+            }
+        }
+        let job = self.job.take().expect("checked above");
+        let fed = u32::try_from(job.pos).expect("tokens <= frame length");
+        let frame = if job.pos == job.tokens.len() {
+            let words = job.rc.into_compressed().unwrap_or_default();
+            let lm_len = words.len() * 4;
+            let fallback_len = job.fallback.1.as_ref().map_or(job.data.len(), Vec::len);
+            if lm_len < fallback_len {
+                let mut payload = Vec::with_capacity(lm_len);
+                for w in words {
+                    payload.extend_from_slice(&w.to_le_bytes());
+                }
+                self.frame(Codec::Lm, &job.data, job.sum, payload, fed)
+            } else {
+                self.fallback_frame(&job.data, job.sum, job.fallback, fed)
+            }
+        } else {
+            self.fallback_frame(&job.data, job.sum, job.fallback, fed)
+        };
+        self.ready = Some(frame);
+        None
+    }
+
+    /// Takes the answer to the request [`Self::poll_request`] returned.
+    pub fn handle_prediction(&mut self, logits: &[f32]) {
+        if let Some(lane) = self.lane.as_mut() {
+            lane.answer(logits);
+        }
+    }
+
+    /// The finished frame, once [`Self::poll_request`] returned `None`.
+    pub fn take_frame(&mut self) -> Option<EncodedFrame> {
+        self.ready.take()
+    }
+
+    /// The lane id the model knows this encoder by (if it uses a model).
+    pub fn lane(&self) -> Option<LaneId> {
+        self.lane.as_ref().map(LmLane::id)
+    }
+
+    fn fallback_frame(
+        &mut self,
+        data: &[u8],
+        sum: u64,
+        fallback: (Codec, Option<Vec<u8>>),
+        fed: u32,
+    ) -> EncodedFrame {
+        match fallback {
+            (codec, Some(p)) => self.frame(codec, data, sum, p, fed),
+            (_, None) => self.frame(Codec::Raw, data, sum, data.to_vec(), fed),
+        }
+    }
+
+    fn frame(&mut self, codec: Codec, data: &[u8], sum: u64, payload: Vec<u8>, tokens: u32) -> EncodedFrame {
+        let frame = EncodedFrame {
+            header: FrameHeader {
+                codec,
+                orig_len: u32::try_from(data.len()).expect("checked in push"),
+                payload_len: u32::try_from(payload.len()).expect("payload <= original"),
+                tokens,
+                checksum: sum,
+            },
+            payload,
+        };
+        self.stats.count(codec, data.len(), frame.wire_len());
+        frame
+    }
+}

@@ -1,0 +1,277 @@
+//! Integer frequency tables from logits, by one fixed procedure.
+//!
+//! Both ends must turn the same logits into the same table, bit for bit, on
+//! any machine. The procedure uses only correctly rounded IEEE-754 operations
+//! (`+ - * /`, comparisons, `floor`, `round`) in a fixed order, and its own
+//! exponential, so it does not depend on the platform's libm:
+//!
+//! 1. `m` = the largest finite logit (NaN and infinities count as "never").
+//!    If there is none, the table is uniform.
+//! 2. `w[i] = exp(max(l[i] - m, -88))` in f64, with [`exp_det`]; a non-finite
+//!    logit gets `w[i] = 0`.
+//! 3. `s` = the sum of `w` in index order; `scale = (TOTAL - V) / s`.
+//! 4. `f[i] = 1 + floor(w[i] * scale)`: every token is codable.
+//! 5. The first index holding the largest `f` absorbs `TOTAL - sum(f)`, so the
+//!    table sums to exactly [`TOTAL`] = 2^[`PRECISION`].
+
+use std::borrow::Borrow;
+use std::num::NonZeroU32;
+
+use constriction::stream::model::{DecoderModel, EncoderModel, EntropyModel};
+
+/// Fixed-point precision of the tables, in bits. Range coding uses 32-bit
+/// words and a 64-bit state, which allows up to 32; 24 leaves every one of
+/// up to ~4M tokens at least one unit.
+pub const PRECISION: usize = 24;
+/// The sum of every table: `1 << PRECISION`.
+pub const TOTAL: u32 = 1 << PRECISION;
+/// Largest vocabulary a table can hold (each token needs one unit, and the
+/// model's favourites need room to be cheap).
+pub const MAX_VOCAB: usize = 1 << 22;
+
+/// A cumulative frequency table over token ids `0..V`.
+#[derive(Debug, Clone)]
+pub struct FreqTable {
+    /// `cdf[i]` = sum of frequencies of tokens `< i`; `cdf[V] == TOTAL`.
+    cdf: Vec<u32>,
+    /// Scratch for the weights, kept to avoid a per-token allocation.
+    weights: Vec<f64>,
+}
+
+impl FreqTable {
+    /// A uniform table over `vocab` tokens.
+    pub fn uniform(vocab: usize) -> Self {
+        let mut t = FreqTable {
+            cdf: Vec::with_capacity(vocab + 1),
+            weights: Vec::new(),
+        };
+        t.fill_uniform(vocab);
+        t
+    }
+
+    /// Number of tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.cdf.len() - 1
+    }
+
+    /// Frequency of `token` (out of [`TOTAL`]).
+    pub fn freq(&self, token: usize) -> u32 {
+        self.cdf[token + 1] - self.cdf[token]
+    }
+
+    /// Ideal cost of coding `token` with this table, in bits.
+    pub fn cost_bits(&self, token: usize) -> f64 {
+        f64::from(PRECISION as u32) - f64::from(self.freq(token)).log2()
+    }
+
+    fn fill_uniform(&mut self, vocab: usize) {
+        assert!((1..=MAX_VOCAB).contains(&vocab), "vocabulary size {vocab}");
+        let vocab32 = u32::try_from(vocab).expect("checked above");
+        let base = TOTAL / vocab32;
+        let extra = TOTAL - base * vocab32; // the first `extra` tokens get one more
+        self.cdf.clear();
+        let mut acc = 0u32;
+        self.cdf.push(0);
+        for i in 0..vocab32 {
+            acc += base + u32::from(i < extra);
+            self.cdf.push(acc);
+        }
+        debug_assert_eq!(acc, TOTAL);
+    }
+
+    /// Rebuilds the table from `logits` by the procedure in the module docs.
+    /// Panics only if `logits` is empty or longer than [`MAX_VOCAB`] (a
+    /// programming error: logits come from our own model, checked at load).
+    pub fn fill_from_logits(&mut self, logits: &[f32]) {
+        let vocab = logits.len();
+        assert!((1..=MAX_VOCAB).contains(&vocab), "vocabulary size {vocab}");
+        let mut m = f32::NEG_INFINITY;
+        for &l in logits {
+            if l.is_finite() && l > m {
+                m = l;
+            }
+        }
+        if !m.is_finite() {
+            self.fill_uniform(vocab);
+            return;
+        }
+        let m = f64::from(m);
+        self.weights.clear();
+        let mut sum = 0.0f64;
+        for &l in logits {
+            let w = if l.is_finite() {
+                exp_det((f64::from(l) - m).max(-88.0))
+            } else {
+                0.0
+            };
+            sum += w;
+            self.weights.push(w);
+        }
+        // sum >= 1: the maximum contributes exp(0) = 1.
+        let budget = TOTAL - u32::try_from(vocab).expect("checked above");
+        let scale = f64::from(budget) / sum;
+        self.cdf.clear();
+        self.cdf.push(0);
+        let mut acc = 0u32;
+        let mut best = (0usize, 0u32);
+        for (i, &w) in self.weights.iter().enumerate() {
+            // w * scale <= budget (up to rounding), so the cast cannot overflow.
+            let f = 1 + ((w * scale).floor().min(f64::from(budget)) as u32);
+            if f > best.1 {
+                best = (i, f);
+            }
+            acc = acc.saturating_add(f);
+            self.cdf.push(acc);
+        }
+        // Give the rounding remainder (or take the rounding excess) to the
+        // first most likely token.
+        let (bi, bf) = best;
+        let adjusted = i64::from(bf) + i64::from(TOTAL) - i64::from(acc);
+        if adjusted < 1 {
+            // Cannot happen with finite weights; stay codable regardless.
+            self.fill_uniform(vocab);
+            return;
+        }
+        let adjusted = u32::try_from(adjusted).expect("bounded by TOTAL");
+        for c in &mut self.cdf[bi + 1..] {
+            *c = (*c - bf) + adjusted;
+        }
+        debug_assert_eq!(self.cdf[vocab], TOTAL);
+    }
+
+    /// The token whose interval holds `quantile` (< [`TOTAL`]).
+    fn lookup(&self, quantile: u32) -> usize {
+        // The last i with cdf[i] <= quantile; frequencies are >= 1 so it is unique.
+        self.cdf.partition_point(|&c| c <= quantile) - 1
+    }
+}
+
+/// `exp(x)` for `x` in `[-88, 0]`, using only correctly rounded f64
+/// operations so every IEEE-754 machine computes the same bits.
+/// Relative error below 1e-15, far below what 24-bit tables can see.
+pub fn exp_det(x: f64) -> f64 {
+    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    const INV_LN2: f64 = std::f64::consts::LOG2_E;
+    let k = (x * INV_LN2).round();
+    let r = (x - k * LN2_HI) - k * LN2_LO; // |r| <= ln2/2
+    // Taylor series of exp(r) to r^12 / 12!, Horner form.
+    let mut p = 1.0 / 479_001_600.0;
+    for d in [
+        39_916_800.0,
+        3_628_800.0,
+        362_880.0,
+        40_320.0,
+        5_040.0,
+        720.0,
+        120.0,
+        24.0,
+        6.0,
+        2.0,
+        1.0,
+    ] {
+        p = p * r + 1.0 / d;
+    }
+    p = p * r + 1.0;
+    // Scale by 2^k; k is in [-127, 0] for our inputs, a normal f64 exponent.
+    let k = k as i64; // exact: |k| < 200
+    let bits = u64::try_from(1023 + k).unwrap_or(0) << 52;
+    p * f64::from_bits(bits)
+}
+
+impl PartialEq for FreqTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.cdf == other.cdf
+    }
+}
+
+impl Eq for FreqTable {}
+
+impl EntropyModel<PRECISION> for FreqTable {
+    type Symbol = usize;
+    type Probability = u32;
+}
+
+impl EncoderModel<PRECISION> for FreqTable {
+    fn left_cumulative_and_probability(
+        &self,
+        symbol: impl Borrow<usize>,
+    ) -> Option<(u32, NonZeroU32)> {
+        let s = *symbol.borrow();
+        let lo = *self.cdf.get(s)?;
+        let hi = *self.cdf.get(s + 1)?;
+        Some((lo, NonZeroU32::new(hi - lo)?))
+    }
+}
+
+impl DecoderModel<PRECISION> for FreqTable {
+    fn quantile_function(&self, quantile: u32) -> (usize, u32, NonZeroU32) {
+        let s = self.lookup(quantile.min(TOTAL - 1));
+        let lo = self.cdf[s];
+        let f = self.cdf[s + 1] - lo;
+        (s, lo, NonZeroU32::new(f).expect("every frequency is >= 1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn exp_matches_std_closely() {
+        let mut x = -88.0;
+        while x <= 0.0 {
+            let a = exp_det(x);
+            let b = x.exp();
+            assert!(((a - b) / b).abs() < 1e-14, "x={x} {a} {b}");
+            x += 0.0137;
+        }
+        assert_eq!(exp_det(0.0), 1.0);
+    }
+
+    #[test]
+    fn uniform_sums_to_total() {
+        for v in [1, 2, 3, 257, 49152] {
+            let t = FreqTable::uniform(v);
+            assert_eq!(t.cdf[v], TOTAL);
+            assert!((0..v).all(|i| t.freq(i) >= 1));
+        }
+    }
+
+    #[test]
+    fn peaked_logits_make_cheap_favourite() {
+        let mut logits = vec![0.0f32; 1000];
+        logits[7] = 30.0;
+        let mut t = FreqTable::uniform(1);
+        t.fill_from_logits(&logits);
+        assert!(t.cost_bits(7) < 0.001);
+        assert_eq!(t.freq(3), 1);
+        assert_eq!(t.cdf[1000], TOTAL);
+    }
+
+    #[test]
+    fn non_finite_logits_stay_codable() {
+        let mut t = FreqTable::uniform(1);
+        t.fill_from_logits(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY]);
+        assert_eq!(t, FreqTable::uniform(3));
+        t.fill_from_logits(&[f32::NAN, 1.0, f32::NEG_INFINITY, 2.0]);
+        assert!((0..4).all(|i| t.freq(i) >= 1));
+        assert!(t.freq(3) > t.freq(1));
+    }
+
+    proptest! {
+        #[test]
+        fn any_logits_give_a_valid_table(logits in proptest::collection::vec(-1e4f32..1e4, 1..600)) {
+            let mut t = FreqTable::uniform(1);
+            t.fill_from_logits(&logits);
+            prop_assert_eq!(t.cdf[logits.len()], TOTAL);
+            for i in 0..logits.len() {
+                prop_assert!(t.freq(i) >= 1);
+                let q = t.cdf[i];
+                prop_assert_eq!(t.lookup(q), i);
+                prop_assert_eq!(t.lookup(t.cdf[i + 1] - 1), i);
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! One lane's model context: which tokens the model has seen, the reset rule,
+//! and the distribution for the next token.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::freq::FreqTable;
+use crate::predict::{LaneId, Request};
+
+/// The context rule of `lm` coding; part of the format, both ends must agree.
+///
+/// A lane's context starts as `[start token] + primer`. Every coded token is
+/// appended with a one-token step. A step that would make the context longer
+/// than `window` tokens instead re-primes it with
+/// `[start token] + primer + the last keep tokens` (the new token included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LmParams {
+    /// Most tokens the model context may hold.
+    pub window: u32,
+    /// Tokens carried over when the context is re-primed.
+    pub keep: u32,
+}
+
+impl Default for LmParams {
+    fn default() -> Self {
+        // Measured on SmolLM2-135M (see README): past ~1k tokens the gain in
+        // bits/byte is small while each step's cost grows with the context.
+        LmParams {
+            window: 1024,
+            keep: 256,
+        }
+    }
+}
+
+impl LmParams {
+    /// Checks the rule leaves room for at least one step after a re-prime
+    /// with a primer of `primer_len` tokens.
+    pub fn validate(&self, primer_len: usize) -> Result<(), String> {
+        let need = u64::from(self.keep) + primer_len as u64 + 2;
+        if u64::from(self.window) < need {
+            return Err(format!(
+                "context window {} too small for keep {} + primer {} tokens",
+                self.window, self.keep, primer_len
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing asked yet: the first request primes.
+    Fresh,
+    /// A request is out; its answer has not come back.
+    Waiting,
+    /// `table` is the distribution after every token sent so far.
+    Answered,
+}
+
+#[derive(Debug)]
+pub(crate) struct LmLane {
+    id: LaneId,
+    params: LmParams,
+    bos: u32,
+    primer: Arc<[u32]>,
+    /// Tokens sent to the model, most recent last (trimmed, see `send`).
+    history: Vec<u32>,
+    /// Tokens fed but not yet sent to the model.
+    queue: VecDeque<u32>,
+    /// Length of the model's context once the outstanding request is done.
+    ctx_len: u32,
+    state: State,
+    pub(crate) table: FreqTable,
+    pub(crate) requests: u64,
+}
+
+impl LmLane {
+    pub(crate) fn new(
+        id: LaneId,
+        params: LmParams,
+        bos: u32,
+        primer: Arc<[u32]>,
+        vocab: usize,
+    ) -> Self {
+        LmLane {
+            id,
+            params,
+            bos,
+            primer,
+            history: Vec::new(),
+            queue: VecDeque::new(),
+            ctx_len: 0,
+            state: State::Fresh,
+            table: FreqTable::uniform(vocab),
+            requests: 0,
+        }
+    }
+
+    pub(crate) fn id(&self) -> LaneId {
+        self.id
+    }
+
+    /// Whether `table` is the distribution for the next token.
+    pub(crate) fn ready(&self) -> bool {
+        self.state == State::Answered && self.queue.is_empty()
+    }
+
+    /// Appends a token to the context (sent to the model when the next
+    /// distribution is needed).
+    pub(crate) fn feed(&mut self, token: u32) {
+        self.queue.push_back(token);
+    }
+
+    /// The next request this lane needs answered, if any is due.
+    pub(crate) fn next_request(&mut self) -> Option<Request> {
+        let req = match self.state {
+            State::Waiting => return None,
+            State::Fresh => Request::Prime {
+                tokens: self.context(0),
+            },
+            State::Answered => {
+                let token = self.queue.pop_front()?;
+                self.history.push(token);
+                if self.ctx_len + 1 > self.params.window {
+                    Request::Prime {
+                        tokens: self.context(self.params.keep as usize),
+                    }
+                } else {
+                    Request::Step { token }
+                }
+            }
+        };
+        self.ctx_len = match &req {
+            Request::Prime { tokens } => u32::try_from(tokens.len()).expect("bounded by window"),
+            Request::Step { .. } => self.ctx_len + 1,
+        };
+        self.trim_history();
+        self.state = State::Waiting;
+        self.requests += 1;
+        Some(req)
+    }
+
+    /// Takes the answer to the outstanding request.
+    pub(crate) fn answer(&mut self, logits: &[f32]) {
+        debug_assert_eq!(self.state, State::Waiting);
+        self.table.fill_from_logits(logits);
+        self.state = State::Answered;
+    }
+
+    fn context(&self, keep: usize) -> Vec<u32> {
+        let tail = &self.history[self.history.len().saturating_sub(keep)..];
+        let mut v = Vec::with_capacity(1 + self.primer.len() + tail.len());
+        v.push(self.bos);
+        v.extend_from_slice(&self.primer);
+        v.extend_from_slice(tail);
+        v
+    }
+
+    fn trim_history(&mut self) {
+        let keep = self.params.keep as usize;
+        if self.history.len() > 4 * keep.max(1024) {
+            self.history.drain(..self.history.len() - keep);
+        }
+    }
+}
+
+/// The lane a coder with `cfg` needs, if it uses a model at all.
+pub(crate) fn new_lane(
+    id: LaneId,
+    lm: Option<LmParams>,
+    vocab: &dyn crate::Vocabulary,
+    primer: &[u8],
+) -> Option<LmLane> {
+    let params = lm?;
+    let mut tokens = Vec::new();
+    vocab.tokenize(primer, &mut tokens);
+    Some(LmLane::new(
+        id,
+        params,
+        vocab.bos(),
+        tokens.into(),
+        vocab.vocab_size(),
+    ))
+}

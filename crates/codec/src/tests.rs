@@ -1,0 +1,239 @@
+//! Round trips of whole streams through encoder, toy model and decoder.
+
+use std::sync::Arc;
+
+use llmpack_frame::{Codec, FRAME_HEADER_LEN, FrameHeader};
+use proptest::prelude::*;
+
+use crate::toy::ToyPredictor;
+use crate::*;
+
+fn vocab() -> Arc<dyn Vocabulary> {
+    Arc::new(ByteVocab::default())
+}
+
+/// Encodes each lane's frames (all lanes batched together), decodes them on a
+/// separate predictor, and returns the frames. Panics on any mismatch.
+fn round_trip(lanes: &[Vec<Vec<u8>>], cfg: &StreamConfig, primer: &[u8]) -> Vec<Vec<EncodedFrame>> {
+    let v = vocab();
+    let mut tx = ToyPredictor::new(v.vocab_size());
+    let mut encs: Vec<StreamEncoder> = (0..lanes.len())
+        .map(|i| StreamEncoder::new(i as u64, cfg.clone(), v.clone(), primer))
+        .collect();
+    let rounds = lanes.iter().map(Vec::len).max().unwrap_or(0);
+    let mut coded: Vec<Vec<EncodedFrame>> = vec![Vec::new(); lanes.len()];
+    for r in 0..rounds {
+        let mut active: Vec<&mut StreamEncoder> = Vec::new();
+        for (i, e) in encs.iter_mut().enumerate() {
+            if let Some(f) = lanes[i].get(r) {
+                e.push(f.clone());
+                active.push(e);
+            }
+        }
+        drive(&mut tx, &mut active, &mut |_| {}).unwrap();
+        for (i, e) in encs.iter_mut().enumerate() {
+            if lanes[i].get(r).is_some() {
+                coded[i].push(e.take_frame().expect("frame finished"));
+            }
+        }
+    }
+    let mut rx = ToyPredictor::new(v.vocab_size());
+    let mut decs: Vec<StreamDecoder> = (0..lanes.len())
+        .map(|i| StreamDecoder::new(100 + i as u64, cfg, v.clone(), primer))
+        .collect();
+    for r in 0..rounds {
+        let mut active: Vec<&mut StreamDecoder> = Vec::new();
+        for (i, d) in decs.iter_mut().enumerate() {
+            if let Some(f) = coded[i].get(r) {
+                // Through the wire format, as a receiver would see it.
+                let mut wire = Vec::new();
+                f.write_to(&mut wire);
+                let mut buf = &wire[..];
+                let h = FrameHeader::decode(&mut buf).unwrap();
+                d.push(h, buf.to_vec());
+                active.push(d);
+            }
+        }
+        drive(&mut rx, &mut active, &mut |_| {}).unwrap();
+        for (i, d) in decs.iter_mut().enumerate() {
+            if let Some(f) = lanes[i].get(r) {
+                let out = d.take_output().expect("output").expect("decodes");
+                assert_eq!(&out, f, "lane {i} frame {r}");
+                assert!(coded[i][r].wire_len() <= f.len() + FRAME_HEADER_LEN);
+            }
+        }
+    }
+    // The decoder asks only what it needs: the encoder's last fed tokens are
+    // stepped lazily, when (if ever) a later lm frame needs them.
+    assert!(rx.answered.0 <= tx.answered.0 && rx.answered.1 <= tx.answered.1);
+    coded
+}
+
+fn text(n: usize, seed: u64) -> Vec<u8> {
+    let words = ["the ", "tunnel ", "carries ", "bytes ", "over ", "a ", "slow ", "link ", "and ", "model\n"];
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::new();
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(words[(x % 10) as usize].as_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// Text from a Markov chain with one bit of entropy per byte: the toy
+/// bigram model learns it, zstd's matches do not.
+fn markov(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut prev = 0u8;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            prev = (prev * 3 + (x & 1) as u8) % 16;
+            b'a' + prev
+        })
+        .collect()
+}
+
+#[test]
+fn text_goes_lm_and_shrinks() {
+    let cfg = StreamConfig {
+        zstd_level: 19,
+        ..StreamConfig::default()
+    };
+    let frames = vec![markov(3000, 1), markov(3000, 2), markov(3000, 3)];
+    let coded = round_trip(&[frames], &cfg, b"");
+    for f in &coded[0][1..] {
+        assert_eq!(f.header.codec, Codec::Lm);
+        assert_eq!(f.header.tokens, 3000);
+        assert!(f.payload.len() < 3000 / 4, "{}", f.payload.len());
+    }
+}
+
+#[test]
+fn random_bytes_go_raw_without_the_model() {
+    let mut x = 7u64;
+    let data: Vec<u8> = (0..5000)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x.to_le_bytes()[7]
+        })
+        .collect();
+    let coded = round_trip(&[vec![data]], &StreamConfig::default(), b"");
+    let f = &coded[0][0];
+    assert_eq!(f.header.codec, Codec::Raw);
+    assert_eq!(f.header.tokens, 0, "auto skips the model for incompressible data");
+    assert_eq!(f.wire_len(), 5000 + FRAME_HEADER_LEN);
+}
+
+#[test]
+fn small_window_reprimes_identically() {
+    let cfg = StreamConfig {
+        lm: Some(LmParams { window: 40, keep: 10 }),
+        policy: Policy::Lm,
+        ..StreamConfig::default()
+    };
+    let frames: Vec<Vec<u8>> = (0..5).map(|i| markov(500, i)).collect();
+    round_trip(&[frames.clone(), frames], &cfg, b"primer text ");
+}
+
+#[test]
+fn every_policy_round_trips() {
+    for policy in [Policy::Auto, Policy::Lm, Policy::Zstd, Policy::Raw] {
+        let cfg = StreamConfig {
+            policy,
+            zstd_level: 1,
+            ..StreamConfig::default()
+        };
+        let frames = vec![text(2000, 9), b"\x00\xff<|endoftext|>\xc3\x28".to_vec(), Vec::new(), text(100, 4)];
+        let coded = round_trip(&[frames], &cfg, b"");
+        let used_model = coded[0].iter().any(|f| f.header.tokens > 0);
+        assert_eq!(used_model, policy.uses_model(), "{policy:?}");
+    }
+}
+
+#[test]
+fn corrupt_lm_payload_is_an_error_not_a_panic() {
+    let cfg = StreamConfig::default();
+    let coded = round_trip(&[vec![markov(4000, 5)]], &cfg, b"");
+    let f = &coded[0][0];
+    assert_eq!(f.header.codec, Codec::Lm);
+    for flip in [0usize, 5, f.payload.len() / 2, f.payload.len() - 1] {
+        let mut payload = f.payload.clone();
+        payload[flip] ^= 0x40;
+        let v = vocab();
+        let mut rx = ToyPredictor::new(v.vocab_size());
+        let mut d = StreamDecoder::new(0, &cfg, v, b"");
+        d.push(f.header, payload);
+        drive(&mut rx, &mut [&mut d], &mut |_| {}).unwrap();
+        let err = d.take_output().unwrap().unwrap_err();
+        assert!(
+            matches!(err, DecodeError::Checksum { .. } | DecodeError::Corrupt(_)),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn mismatched_model_is_caught_by_the_checksum() {
+    let cfg = StreamConfig::default();
+    let coded = round_trip(&[vec![markov(4000, 6)]], &cfg, b"");
+    assert_eq!(coded[0][0].header.codec, Codec::Lm);
+    let v = vocab();
+    let mut rx = ToyPredictor::new(v.vocab_size());
+    rx.perturb = 4.0;
+    let mut d = StreamDecoder::new(0, &cfg, v, b"");
+    d.push(coded[0][0].header, coded[0][0].payload.clone());
+    drive(&mut rx, &mut [&mut d], &mut |_| {}).unwrap();
+    assert!(d.take_output().unwrap().is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn arbitrary_streams_round_trip(
+        frames in proptest::collection::vec(
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..700),
+                (0u64..1000, 0usize..1500).prop_map(|(s, n)| text(n, s)),
+                (0u64..1000, 0usize..1500).prop_map(|(s, n)| markov(n, s)),
+            ],
+            1..5),
+        policy in prop_oneof![Just(Policy::Auto), Just(Policy::Lm), Just(Policy::Zstd)],
+        window in 8u32..200,
+    ) {
+        let cfg = StreamConfig {
+            policy,
+            zstd_level: 1,
+            lm: Some(LmParams { window, keep: window / 3 }),
+            ..StreamConfig::default()
+        };
+        round_trip(&[frames.clone(), frames], &cfg, b"hi");
+    }
+
+    #[test]
+    fn arbitrary_payloads_never_panic(
+        payload in proptest::collection::vec(any::<u8>(), 0..300),
+        codec in 0u8..3,
+        orig_len in 0u32..400,
+        tokens in 0u32..400,
+    ) {
+        let header = FrameHeader {
+            codec: Codec::from_byte(codec).unwrap(),
+            orig_len,
+            payload_len: u32::try_from(payload.len()).unwrap(),
+            tokens: tokens.min(orig_len),
+            checksum: 0,
+        };
+        let v = vocab();
+        let mut rx = ToyPredictor::new(v.vocab_size());
+        let mut d = StreamDecoder::new(0, &StreamConfig::default(), v, b"");
+        d.push(header, payload);
+        drive(&mut rx, &mut [&mut d], &mut |_| {}).unwrap();
+        prop_assert!(d.take_output().is_some());
+    }
+}
