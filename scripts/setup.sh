@@ -147,16 +147,22 @@ done_stage
 
 # --- 4. conversion ------------------------------------------------------------
 stage "conversion -> ${MODEL_DIR#$REPO/}"
+# The stamp ties the conversion to the GGUF and to the converter sources, so editing a
+# tool re-runs the conversion; the manifest hashes catch damaged or half-written files.
+CONVERT_STAMP="$MODEL_DIR/.convert-stamp"
+CONVERT_WANT="$(cd "$REPO" && sha256sum tools/gguf2onnx.py tools/gguf2tokenizer.py tools/write_manifest.py | cut -c1-64 | tr '\n' ' ') $GGUF_NAME"
 if [ -f "$MODEL_DIR/manifest.toml" ] && [ -f "$MODEL_DIR/LICENSE" ] && \
+   [ "$(cat "$CONVERT_STAMP" 2>/dev/null)" = "$CONVERT_WANT" ] && \
    "$VENV/bin/python" "$REPO/tools/write_manifest.py" --verify "$MODEL_DIR" >/dev/null 2>&1; then
-  echo "    up to date (manifest hashes verified)"
+  echo "    up to date (converter unchanged, manifest hashes verified)"
 else
-  rm -f "$MODEL_DIR/manifest.toml"          # invalid until the very end
+  rm -f "$MODEL_DIR/manifest.toml" "$CONVERT_STAMP"   # invalid until the very end
   mkdir -p "$MODEL_DIR"
   "$VENV/bin/python" "$REPO/tools/gguf2onnx.py" "$GGUF" "$MODEL_DIR/model.onnx"
   "$VENV/bin/python" "$REPO/tools/gguf2tokenizer.py" "$GGUF" "$MODEL_DIR/tokenizer.json"
   cp "$WEIGHTS_DIR/LICENSE" "$MODEL_DIR/LICENSE"
   "$VENV/bin/python" "$REPO/tools/write_manifest.py" --gguf "$GGUF" "$MODEL_DIR"
+  printf '%s' "$CONVERT_WANT" > "$CONVERT_STAMP"
 fi
 done_stage
 

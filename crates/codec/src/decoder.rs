@@ -40,6 +40,8 @@ struct LmJob {
     rc: DefaultRangeDecoder,
     out: Vec<u8>,
     done: u32,
+    /// The previous token was the escape token.
+    escaped: bool,
 }
 
 /// Decodes one direction of a stream, frame by frame; the mirror of
@@ -137,6 +139,7 @@ impl StreamDecoder {
                     rc,
                     out: Vec::with_capacity(orig_len),
                     done: 0,
+                    escaped: false,
                 });
                 Ok(())
             }
@@ -198,10 +201,22 @@ impl StreamDecoder {
                     break;
                 }
             };
-            let bytes = u32::try_from(t)
-                .ok()
-                .and_then(|id| self.vocab.token_bytes(id).map(|b| (id, b)));
-            let Some((id, bytes)) = bytes else {
+            let id = u32::try_from(t).unwrap_or(u32::MAX);
+            let escape = self.vocab.escape_token();
+            let mut one = [0u8; 1];
+            let bytes = if job.escaped {
+                job.escaped = false;
+                self.vocab.escaped_byte(id).map(|b| {
+                    one[0] = b;
+                    &one[..]
+                })
+            } else if escape == Some(id) {
+                job.escaped = true;
+                Some(&[][..])
+            } else {
+                self.vocab.token_bytes(id)
+            };
+            let Some(bytes) = bytes else {
                 failure = Some(DecodeError::Corrupt(format!("decoded token {t} has no bytes")));
                 break;
             };
@@ -216,6 +231,7 @@ impl StreamDecoder {
         let job = self.job.take().expect("checked above");
         let result = match failure {
             Some(e) => Err(e),
+            None if job.escaped => Err(DecodeError::Corrupt("frame ends in an escape".into())),
             None if job.out.len() != job.header.orig_len as usize => Err(DecodeError::Corrupt(format!(
                 "decoded {} bytes, header says {}",
                 job.out.len(),

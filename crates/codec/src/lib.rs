@@ -28,7 +28,7 @@ pub mod toy;
 pub use decoder::{DecodeError, StreamDecoder};
 pub use drive::{Coder, Step, drive};
 pub use encoder::{EncodedFrame, StreamEncoder};
-pub use freq::{FreqTable, PRECISION, TOTAL};
+pub use freq::{FreqTable, MAX_VOCAB, PRECISION, TOTAL};
 pub use history::History;
 pub use lane::LmParams;
 pub use predict::{LaneId, PredictError, Predictor, Request};

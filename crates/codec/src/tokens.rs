@@ -3,8 +3,9 @@
 //! A vocabulary maps every token id to the exact bytes it stands for, and
 //! cuts any byte string (invalid UTF-8, NULs, literal special-token text
 //! included) into tokens whose bytes concatenate back to the input. Decoding
-//! is concatenation of [`Vocabulary::token_bytes`]; it never goes through a
-//! text decoder, so it cannot lose bytes.
+//! is concatenation of [`Vocabulary::token_bytes`] (with one escape for
+//! bytes that have no token of their own); it never goes through a text
+//! decoder, so it cannot lose bytes.
 
 /// A token vocabulary that can represent every byte string.
 pub trait Vocabulary: Send + Sync {
@@ -20,6 +21,20 @@ pub trait Vocabulary: Send + Sync {
 
     /// The token every model context starts with.
     fn bos(&self) -> u32;
+
+    /// For vocabularies that lack some single-byte tokens: the token that
+    /// announces an escaped byte. The token after it stands for the byte
+    /// [`Vocabulary::escaped_byte`] gives. `None`: every byte has a token.
+    fn escape_token(&self) -> Option<u32> {
+        None
+    }
+
+    /// The byte that token `id`, following [`Vocabulary::escape_token`],
+    /// stands for; `None` if `id` cannot follow an escape.
+    fn escaped_byte(&self, id: u32) -> Option<u8> {
+        let _ = id;
+        None
+    }
 }
 
 /// The 256-token vocabulary `id == byte`, plus one start token (id 256).

@@ -20,7 +20,7 @@ pub const MAGIC: [u8; 8] = *b"LLMPACK\0";
 /// Container version this build writes and reads.
 pub const VERSION: u16 = 1;
 /// Most lanes (independently coded parts of one input) a file may declare.
-pub const MAX_LANES: u16 = 256;
+pub const MAX_LANES: u16 = 64;
 /// Longest model context window a file may declare, in tokens.
 pub const MAX_WINDOW: u32 = 1 << 16;
 /// Longest zstd history a file may declare, in bytes.

@@ -1,0 +1,75 @@
+//! Locating and loading the model for a command.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use llmpack_codec::Vocabulary;
+use llmpack_model::{HfVocab, ModelDir, OnnxPredictor};
+
+use crate::engine::ModelHandle;
+
+/// The model directory used when `--model` is not given.
+pub const DEFAULT_MODEL: &str = "models/smollm2-135m";
+
+/// Which model to load, and how.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Model directory (model.onnx, tokenizer.json, manifest.toml).
+    /// Default: models/smollm2-135m of this project.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Threads for inference.
+    #[arg(long, default_value_t = default_threads())]
+    pub threads: usize,
+    /// The ONNX Runtime library (default: $ORT_DYLIB_PATH, then the project cache).
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
+}
+
+/// A loaded model.
+pub struct Loaded {
+    /// The directory and its id.
+    pub dir: ModelDir,
+    /// Its vocabulary.
+    pub vocab: Arc<dyn Vocabulary>,
+    /// Its predictor.
+    pub predictor: OnnxPredictor,
+}
+
+impl Loaded {
+    /// Finds, verifies and loads the model.
+    pub fn load(args: &ModelArgs) -> Result<Self> {
+        let path = match &args.model {
+            Some(p) => p.clone(),
+            None => llmpack_model::find_in_project(DEFAULT_MODEL).with_context(|| {
+                format!("model directory {DEFAULT_MODEL} not found; run `scripts/setup.sh` to build it, or pass --model DIR")
+            })?,
+        };
+        let dir = ModelDir::open(&path).with_context(|| format!("opening model {}", path.display()))?;
+        llmpack_model::init_runtime(args.ort_lib.clone())?;
+        let m = &dir.manifest.model;
+        let vocab = HfVocab::load(&dir.tokenizer_path(), m.vocab_size, m.bos_token_id)?;
+        let predictor = OnnxPredictor::load(&dir, args.threads)
+            .with_context(|| format!("loading {}", dir.onnx_path().display()))?;
+        Ok(Loaded {
+            dir,
+            vocab: Arc::new(vocab),
+            predictor,
+        })
+    }
+
+    /// The handle the engine uses.
+    pub fn handle(&mut self) -> ModelHandle<'_> {
+        ModelHandle {
+            predictor: &mut self.predictor,
+            vocab: self.vocab.clone(),
+            id: self.dir.id,
+        }
+    }
+}
