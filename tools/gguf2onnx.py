@@ -156,7 +156,7 @@ def build(gguf_path, out_path, untie=True, max_layers=None):
     emb = g.const(W["token_embd.weight"], "embed_tokens")
     x = g.op("Gather", [emb, "input_ids"], axis=0)  # [B,S,H]
 
-    # ---- attention bias: 0 where allowed, -1e9 where not
+    # ---- attention bias [B,1,S,T]: 0 where allowed, -1e9 where not
     S = g.op("Slice", [g.op("Shape", ["input_ids"]), g.i64(1), g.i64(2)])
     P = g.op("Slice", [g.op("Shape", ["past_key_values.0.key"]), g.i64(2), g.i64(3)])
     T = g.op("Add", [P, S])
@@ -166,21 +166,16 @@ def build(gguf_path, out_path, untie=True, max_layers=None):
     k_row = g.op("Unsqueeze", [g.op("Range", [zero, T0, one]), g.i64(0)])  # [1,T]
     causal = g.op("LessOrEqual", [k_row, q_col])                           # [S,T]
     am = g.op("Unsqueeze", [g.op("Cast", ["attention_mask"], to=TensorProto.BOOL), g.i64(1, 2)])  # [B,1,1,T]
-    allowed = g.op("And", [causal, am])                                                              # [B,1,S,T]
+    allowed = g.op("And", [causal, am])
     bias = g.op("Where", [allowed, g.const(np.array(0.0, np.float32)), g.const(np.array(-1e9, np.float32))])
-    group = n_head // n_kv
-    # One bias row per folded query row (s, j), j = query head within its kv group (see below):
-    # [B,1,S,T] -> [B,1,S,group,T] -> [B,1,S*group,T].  Built once, shared by all layers.
-    bias = g.op("Expand", [g.op("Unsqueeze", [bias, g.i64(3)]), g.i64(1, 1, 1, group, 1)])
-    bias = g.op("Reshape", [bias, g.op("Concat", [g.i64(0, 1, -1), T], axis=0)])
 
     # ---- RoPE tables from position_ids (HF rotate_half convention)
     inv_freq = (1.0 / (hp["rope_base"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd))).astype(np.float32)
     pos = g.op("Unsqueeze", [g.op("Cast", ["position_ids"], to=TensorProto.FLOAT), g.i64(2)])  # [B,S,1]
     freqs = g.op("Mul", [pos, g.const(inv_freq[None, None, :])])                              # [B,S,hd/2]
     ang = g.op("Concat", [freqs, freqs], axis=-1)                                               # [B,S,hd]
-    cos = g.op("Unsqueeze", [g.op("Cos", [ang]), g.i64(2)])                                     # [B,S,1,hd]
-    sin = g.op("Unsqueeze", [g.op("Sin", [ang]), g.i64(2)])
+    cos = g.op("Unsqueeze", [g.op("Cos", [ang]), g.i64(1)])                                     # [B,1,S,hd]
+    sin = g.op("Unsqueeze", [g.op("Sin", [ang]), g.i64(1)])
     halves = g.i64(hd // 2, hd // 2)
 
     def rope(t):  # t*cos + rotate_half(t)*sin, rotate_half(a,b) = (-b,a)
@@ -188,35 +183,34 @@ def build(gguf_path, out_path, untie=True, max_layers=None):
         rot = g.op("Concat", [g.op("Neg", [b]), a], axis=-1)
         return g.op("Add", [g.op("Mul", [t, cos]), g.op("Mul", [rot, sin])])
 
-    def split_heads(t, nh):  # [B,S,nh*hd] -> [B,S,nh,hd]  (a Reshape: no copy)
-        return g.op("Reshape", [t, g.i64(0, 0, nh, hd)])
+    def heads(t, nh):  # [B,S,nh*hd] -> [B,nh,S,hd]
+        return g.op("Transpose", [g.op("Reshape", [t, g.i64(0, 0, nh, hd)])], perm=[0, 2, 1, 3])
 
-    def to_bhsd(t):  # [B,S,h,d] -> [B,h,S,d]; only ever applied to the S new positions
-        return g.op("Transpose", [t], perm=[0, 2, 1, 3])
-
-    # Grouped-query attention with the query group folded into the query rows, so every
-    # op works on 4-D tensors and the KV cache is used as is (never broadcast, expanded
-    # or transposed as a whole): q row (s, j) of kv head h is query head h*group + j at
-    # new position s.  K^T is a Transpose of the last two axes feeding MatMul, which
-    # onnxruntime fuses into one FusedMatMul(transB=1) that reads K in place.
+    group = n_head // n_kv
     scale = g.const(np.array(hd ** -0.5, np.float32))
     for i in range(n_layer):
         p = f"blk.{i}."
         W[p + "attn_q.weight"] = unpermute_qk(W[p + "attn_q.weight"], n_head)
         W[p + "attn_k.weight"] = unpermute_qk(W[p + "attn_k.weight"], n_kv)
         h = rmsnorm(x, p + "attn_norm.weight")
-        q = g.op("Mul", [rope(split_heads(linear(h, p + "attn_q.weight"), n_head)), scale])  # [B,S,nh,hd]
-        k = to_bhsd(rope(split_heads(linear(h, p + "attn_k.weight"), n_kv)))                 # [B,kv,S,hd]
-        v = to_bhsd(split_heads(linear(h, p + "attn_v.weight"), n_kv))                       # [B,kv,S,hd]
+        q = rope(heads(linear(h, p + "attn_q.weight"), n_head))
+        k = rope(heads(linear(h, p + "attn_k.weight"), n_kv))
+        v = heads(linear(h, p + "attn_v.weight"), n_kv)
         k_all = g.op("Concat", [f"past_key_values.{i}.key", k], axis=2, outputs=[f"present.{i}.key"])
         v_all = g.op("Concat", [f"past_key_values.{i}.value", v], axis=2, outputs=[f"present.{i}.value"])
-        qf = g.op("Reshape", [to_bhsd(g.op("Reshape", [q, g.i64(0, 0, n_kv, group * hd)])),
-                              g.i64(0, 0, -1, hd)])                                      # [B,kv,S*group,hd]
-        scores = g.op("MatMul", [qf, g.op("Transpose", [k_all], perm=[0, 1, 3, 2])])    # [B,kv,S*group,T]
+        # Grouped-query attention without broadcasting the cache: the query heads of one kv
+        # group are stacked along the row axis, q [B,n_head,S,hd] -> [B,kv,group*S,hd] (a
+        # Reshape: query head h = kv*group + j is row block j of kv head kv), so each kv
+        # head's K and V are read once, in place.  K^T is a Transpose of the last two axes
+        # feeding MatMul, which onnxruntime fuses into FusedMatMul(transB=1): no copy of K.
+        qg = g.op("Reshape", [g.op("Mul", [q, scale]), g.i64(0, n_kv, -1, hd)])           # [B,kv,group*S,hd]
+        scores = g.op("MatMul", [qg, g.op("Transpose", [k_all], perm=[0, 1, 3, 2])])     # [B,kv,group*S,T]
+        scores = g.op("Reshape", [scores, g.op("Concat", [g.i64(0, n_head), S, T], axis=0)])  # [B,n_head,S,T]
         probs = g.op("Softmax", [g.op("Add", [scores, bias])], axis=-1)
-        o = g.op("MatMul", [probs, v_all])                                              # [B,kv,S*group,hd]
-        o = to_bhsd(g.op("Reshape", [o, g.i64(0, 0, -1, group * hd)]))                  # [B,S,kv,group*hd]
-        o = g.op("Reshape", [o, g.i64(0, 0, n_head * hd)])                              # [B,S,nh*hd]
+        o = g.op("MatMul", [g.op("Reshape", [probs, g.op("Concat", [g.i64(0, n_kv, -1), T], axis=0)]),
+                            v_all])                                                         # [B,kv,group*S,hd]
+        o = g.op("Reshape", [o, g.i64(0, n_head, -1, hd)])                                  # [B,n_head,S,hd]
+        o = g.op("Reshape", [g.op("Transpose", [o], perm=[0, 2, 1, 3]), g.i64(0, 0, n_head * hd)])
         x = g.op("Add", [x, linear(o, p + "attn_output.weight")])
         # SwiGLU MLP
         h = rmsnorm(x, p + "ffn_norm.weight")
