@@ -205,9 +205,9 @@ def build(gguf_path, out_path, untie=True, max_layers=None):
         # feeding MatMul, which onnxruntime fuses into FusedMatMul(transB=1): no copy of K.
         qg = g.op("Reshape", [g.op("Mul", [q, scale]), g.i64(0, n_kv, -1, hd)])           # [B,kv,group*S,hd]
         scores = g.op("MatMul", [qg, g.op("Transpose", [k_all], perm=[0, 1, 3, 2])])     # [B,kv,group*S,T]
-        scores = g.op("Reshape", [scores, g.op("Concat", [g.i64(0, n_head), S, T], axis=0)])  # [B,n_head,S,T]
+        scores = g.op("Reshape", [scores, g.i64(0, n_head, -1, 0)])                   # [B,n_head,S,T]
         probs = g.op("Softmax", [g.op("Add", [scores, bias])], axis=-1)
-        o = g.op("MatMul", [g.op("Reshape", [probs, g.op("Concat", [g.i64(0, n_kv, -1), T], axis=0)]),
+        o = g.op("MatMul", [g.op("Reshape", [probs, g.i64(0, n_kv, -1, 0)]),
                             v_all])                                                         # [B,kv,group*S,hd]
         o = g.op("Reshape", [o, g.i64(0, n_head, -1, hd)])                                  # [B,n_head,S,hd]
         o = g.op("Reshape", [g.op("Transpose", [o], perm=[0, 2, 1, 3]), g.i64(0, 0, n_head * hd)])

@@ -460,20 +460,6 @@ impl<'a> UnpackJob<'a> {
         }
         Ok(())
     }
-
-    /// Counts of all lanes.
-    pub fn stats(&self) -> Stats {
-        let mut s = Stats::default();
-        for d in &self.decoders {
-            s.merge(&d.stats());
-        }
-        s
-    }
-
-    /// The file's header.
-    pub fn header(&self) -> &ContainerHeader {
-        &self.header
-    }
 }
 
 /// Runs unpack jobs to the end, checking every job's trailer.

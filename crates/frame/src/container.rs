@@ -3,7 +3,8 @@
 //! ```text
 //! header   magic "LLMPACK\0" | version u16 | lanes u16 | frame_len u32
 //!          | window u32 | keep u32 | zstd_history u32 | model id [32]
-//!          | total_len u64                                    (little-endian)
+//!          | total_len u64 | check u32 (low half of xxh3-64 of the
+//!          preceding header bytes)                          (little-endian)
 //! frames   round r = frame r of every lane that still has bytes, in lane order;
 //!          lane i covers bytes [total*i/lanes, total*(i+1)/lanes) of the input
 //! trailer  SHA-256 of the whole original [32], then end of file
@@ -77,10 +78,18 @@ pub struct ContainerHeader {
 
 impl ContainerHeader {
     /// Encoded length of the header.
-    pub const LEN: usize = 8 + 2 + 2 + 4 + 4 + 4 + 4 + 32 + 8;
+    pub const LEN: usize = 8 + 2 + 2 + 4 + 4 + 4 + 4 + 32 + 8 + 4;
 
     /// Writes the header.
     pub fn encode(&self, buf: &mut impl BufMut) {
+        let mut b = Vec::with_capacity(Self::LEN);
+        self.encode_fields(&mut b);
+        let check = header_check(&b);
+        buf.put_slice(&b);
+        buf.put_u32_le(check);
+    }
+
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
         buf.put_slice(&MAGIC);
         buf.put_u16_le(VERSION);
         buf.put_u16_le(self.lanes);
@@ -116,6 +125,7 @@ impl ContainerHeader {
         let mut model = [0u8; 32];
         buf.copy_to_slice(&mut model);
         let total_len = buf.get_u64_le();
+        let check = buf.get_u32_le();
         let h = ContainerHeader {
             lanes,
             frame_len,
@@ -125,6 +135,11 @@ impl ContainerHeader {
             model: ModelId(model),
             total_len,
         };
+        let mut b = Vec::with_capacity(Self::LEN);
+        h.encode_fields(&mut b);
+        if header_check(&b) != check {
+            return Err(Error::invalid("pack header", "header checksum mismatch (the file is damaged)"));
+        }
         h.validate()?;
         Ok(h)
     }
@@ -157,6 +172,11 @@ impl ContainerHeader {
     pub fn lane_range(&self, i: u16) -> (u64, u64) {
         lane_range(self.total_len, self.lanes, i)
     }
+}
+
+fn header_check(fields: &[u8]) -> u32 {
+    let h = xxhash_rust::xxh3::xxh3_64(fields);
+    u32::try_from(h & 0xffff_ffff).expect("masked to 32 bits")
 }
 
 /// The byte range `[start, end)` of an input of `total` bytes that lane `i` of
@@ -218,6 +238,10 @@ mod tests {
         bad[8] = 9;
         let err = ContainerHeader::decode(&mut &bad[..]).unwrap_err();
         assert!(err.to_string().contains("version 9"), "{err}");
+        let mut bad = v.clone();
+        bad[20] ^= 1;
+        let err = ContainerHeader::decode(&mut &bad[..]).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
         let mut h = header();
         h.lanes = 0;
         assert!(h.validate().is_err());

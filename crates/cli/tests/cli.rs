@@ -1,0 +1,269 @@
+//! The `llmpack` binary end to end: pack → unpack is byte-exact, and broken,
+//! truncated or hostile pack files fail with a clear error, never a panic,
+//! and leave no output behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use llmpack_frame::{ContainerHeader, FRAME_HEADER_LEN, FrameHeader, MAX_FRAME_LEN, ModelId};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_llmpack"))
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("llmpack-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("llmpack runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    out
+}
+
+fn pack(input: &Path, output: &Path, args: &[&str]) -> Output {
+    run(bin().arg("pack").arg(input).arg("-o").arg(output).args(args))
+}
+
+fn unpack(input: &Path, output: &Path, args: &[&str]) -> Output {
+    run(bin().arg("unpack").arg(input).arg("-o").arg(output).args(args))
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn text(n: usize) -> Vec<u8> {
+    let para = "LLMPack carries TCP traffic between two sites over one QUIC link and shrinks it. \
+                The receiver regenerates the exact bytes; a tunnel that changes one byte is broken.\n";
+    para.bytes().cycle().take(n).collect()
+}
+
+fn model_args() -> Vec<String> {
+    let dir = llmpack_model_dir();
+    vec!["--model".into(), dir.display().to_string()]
+}
+
+fn llmpack_model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("models/smollm2-135m"))
+        .find(|p| p.join("manifest.toml").exists())
+        .expect("models/smollm2-135m not found: run scripts/setup.sh first")
+}
+
+#[test]
+fn model_free_codecs_round_trip_and_binary_costs_only_headers() {
+    let dir = TempDir::new("modelfree");
+    let mut data = text(200_000);
+    let random = pseudo_random(300_000, 1);
+    data.extend_from_slice(&random);
+    data.extend_from_slice(&text(50_000));
+    let input = dir.path("in.bin");
+    std::fs::write(&input, &data).unwrap();
+    for codec in ["zstd", "raw"] {
+        let packed = dir.path(&format!("{codec}.lmp"));
+        let out = pack(&input, &packed, &["--codec", codec, "--lanes", "4", "--min-lane", "64KiB"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let restored = dir.path(&format!("{codec}.out"));
+        let out = unpack(&packed, &restored, &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read(&restored).unwrap(), data, "{codec}");
+        let size = std::fs::metadata(&packed).unwrap().len() as usize;
+        let overhead = |len: usize| ContainerHeader::LEN + 32 + (len.div_ceil(16384) + 4) * FRAME_HEADER_LEN;
+        if codec == "raw" {
+            assert!(size <= data.len() + overhead(data.len()), "{size}");
+        } else {
+            assert!(size < random.len() + data.len() / 20, "text shrinks: {size}");
+        }
+    }
+    // Incompressible bytes cost their size plus frame headers, no more.
+    let rand_in = dir.path("random.bin");
+    std::fs::write(&rand_in, &random).unwrap();
+    let packed = dir.path("random.lmp");
+    assert!(pack(&rand_in, &packed, &["--codec", "zstd"]).status.success());
+    let size = std::fs::metadata(&packed).unwrap().len() as usize;
+    let frames = random.len().div_ceil(16384) + 16;
+    assert!(size <= random.len() + ContainerHeader::LEN + 32 + frames * FRAME_HEADER_LEN, "{size}");
+}
+
+#[test]
+fn empty_file_round_trips() {
+    let dir = TempDir::new("empty");
+    let input = dir.path("empty");
+    std::fs::write(&input, b"").unwrap();
+    let packed = dir.path("empty.lmp");
+    assert!(pack(&input, &packed, &["--codec", "zstd"]).status.success());
+    let restored = dir.path("empty.out");
+    assert!(unpack(&packed, &restored, &[]).status.success());
+    assert_eq!(std::fs::read(&restored).unwrap(), b"");
+}
+
+/// Every damaged variant of a pack file fails cleanly and leaves no output.
+fn assert_rejected(dir: &TempDir, packed: &[u8], extra: &[String], what: &str) {
+    let bad = dir.path("bad.lmp");
+    std::fs::write(&bad, packed).unwrap();
+    let restored = dir.path("bad.out");
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let out = unpack(&bad, &restored, &extra);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{what}: unpack accepted a damaged file");
+    assert!(stderr.starts_with("error: "), "{what}: {stderr}");
+    assert!(!restored.exists(), "{what}: output left behind");
+    assert!(!dir.path("bad.out.partial").exists(), "{what}: partial output left behind");
+}
+
+#[test]
+fn corrupt_truncated_and_hostile_files_are_rejected() {
+    let dir = TempDir::new("corrupt");
+    let mut data = text(40_000);
+    data.extend(pseudo_random(20_000, 2));
+    let input = dir.path("in");
+    std::fs::write(&input, &data).unwrap();
+    let packed_path = dir.path("in.lmp");
+    assert!(pack(&input, &packed_path, &["--codec", "zstd", "--frame", "8KiB"]).status.success());
+    let packed = std::fs::read(&packed_path).unwrap();
+    // Flipped bits all over the file.
+    for pos in (0..packed.len()).step_by(packed.len() / 23 + 1).chain([8, 10, 20, 60, packed.len() - 1]) {
+        let mut bad = packed.clone();
+        bad[pos] ^= 0x10;
+        assert_rejected(&dir, &bad, &[], &format!("bit flip at {pos}"));
+    }
+    // Truncations.
+    for len in [0, 7, 50, 100, 121, packed.len() / 2, packed.len() - 1] {
+        assert_rejected(&dir, &packed[..len], &[], &format!("truncated to {len}"));
+    }
+    // Trailing garbage.
+    let mut bad = packed.clone();
+    bad.push(0);
+    assert_rejected(&dir, &bad, &[], "trailing byte");
+    // Hostile but well-formed header: claims an exabyte in 64 lanes of
+    // 1 MiB frames, then a frame header claiming the largest frame.
+    let hostile = ContainerHeader {
+        lanes: 64,
+        frame_len: MAX_FRAME_LEN,
+        window: 1024,
+        keep: 256,
+        zstd_history: 1 << 17,
+        model: ModelId::NONE,
+        total_len: 1 << 60,
+    };
+    let mut bad = Vec::new();
+    hostile.encode(&mut bad);
+    bad.extend_from_slice(&[0, 0]);
+    bad.extend_from_slice(&MAX_FRAME_LEN.to_le_bytes());
+    bad.extend_from_slice(&MAX_FRAME_LEN.to_le_bytes());
+    bad.extend_from_slice(&[0; 12]);
+    assert_rejected(&dir, &bad, &[], "hostile lengths");
+    // Not a pack file at all.
+    assert_rejected(&dir, b"hello, world, this is not a pack file at all........................................................................................", &[], "wrong magic");
+}
+
+#[test]
+fn bad_arguments_give_clear_errors() {
+    let dir = TempDir::new("args");
+    let out = pack(&dir.path("missing"), &dir.path("x"), &["--codec", "zstd"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+    let input = dir.path("in");
+    std::fs::write(&input, b"abc").unwrap();
+    let out = pack(&input, &dir.path("x"), &["--model", dir.path("nowhere").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("manifest.toml") && stderr.contains("setup.sh"), "{stderr}");
+    let out = pack(&input, &dir.path("x"), &["--frame", "12 parsecs"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn lm_round_trip_and_wrong_model_refused() {
+    let dir = TempDir::new("lm");
+    let mut data = b"Mixed input: text, then bytes \xff\x00\xc0 that are not UTF-8.\n".to_vec();
+    data.extend(text(1500));
+    data.extend(pseudo_random(3000, 3));
+    let input = dir.path("in");
+    std::fs::write(&input, &data).unwrap();
+    let packed = dir.path("in.lmp");
+    let margs = model_args();
+    let margs: Vec<&str> = margs.iter().map(String::as_str).collect();
+    let mut args = margs.clone();
+    args.extend(["--frame", "2KiB", "--min-lane", "1KiB"]);
+    let out = pack(&input, &packed, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let size = std::fs::metadata(&packed).unwrap().len() as usize;
+    assert!(size < 3000 + 900, "text shrank, random bytes cost their size plus headers: {size}");
+    let restored = dir.path("out");
+    let out = unpack(&packed, &restored, &margs);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&restored).unwrap(), data);
+
+    // A model directory with the same graph but a different tokenizer file
+    // is a different model: refused before anything is decoded.
+    let real = llmpack_model_dir();
+    let fake = dir.path("fake-model");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::os::unix::fs::symlink(real.join("model.onnx"), fake.join("model.onnx")).unwrap();
+    let mut tok = std::fs::read(real.join("tokenizer.json")).unwrap();
+    tok.push(b'\n');
+    std::fs::write(fake.join("tokenizer.json"), &tok).unwrap();
+    let manifest = std::fs::read_to_string(real.join("manifest.toml")).unwrap();
+    let old = manifest
+        .lines()
+        .find(|l| l.starts_with("\"tokenizer.json\""))
+        .unwrap()
+        .to_string();
+    let new_hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&tok))
+    };
+    std::fs::write(
+        fake.join("manifest.toml"),
+        manifest.replace(&old, &format!("\"tokenizer.json\" = \"{new_hash}\"")),
+    )
+    .unwrap();
+    let packed_bytes = std::fs::read(&packed).unwrap();
+    let fake_args = vec!["--model".to_string(), fake.display().to_string()];
+    assert_rejected(&dir, &packed_bytes, &fake_args, "wrong model");
+    let out = unpack(&packed, &dir.path("again"), &["--model", fake.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("packed with model"), "{stderr}");
+
+    // A flipped bit early in an lm payload derails the range decoder; the
+    // frame checksum catches it before a byte is written.
+    let mut at = ContainerHeader::LEN;
+    loop {
+        let h = FrameHeader::decode(&mut &packed_bytes[at..]).unwrap();
+        if h.codec == llmpack_frame::Codec::Lm {
+            break;
+        }
+        at += FRAME_HEADER_LEN + h.payload_len as usize;
+    }
+    let mut bad = packed_bytes.clone();
+    bad[at + FRAME_HEADER_LEN + 2] ^= 0x01;
+    assert_rejected(&dir, &bad, &model_args(), "lm payload bit flip");
+}
