@@ -11,7 +11,9 @@ use llmpack_codec::{
     ByteVocab, LaneId, LmParams, Policy, PredictError, Predictor, Request, Stats, StreamConfig,
     StreamDecoder, StreamEncoder, Vocabulary, drive,
 };
-use llmpack_frame::{ContainerHeader, FRAME_HEADER_LEN, FrameHeader, MAX_FRAME_LEN, MAX_LANES, ModelId};
+use llmpack_frame::{
+    ContainerHeader, FRAME_HEADER_LEN, FrameHeader, MAX_FRAME_LEN, MAX_LANES, ModelId,
+};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -36,7 +38,8 @@ pub struct PackOptions {
 
 impl PackOptions {
     fn header(&self, total_len: u64, model: ModelId) -> ContainerHeader {
-        let lanes = (total_len / self.min_lane.max(1)).clamp(1, u64::from(self.max_lanes.clamp(1, MAX_LANES)));
+        let lanes = (total_len / self.min_lane.max(1))
+            .clamp(1, u64::from(self.max_lanes.clamp(1, MAX_LANES)));
         ContainerHeader {
             lanes: u16::try_from(lanes).expect("clamped to MAX_LANES"),
             frame_len: self.frame_len,
@@ -79,7 +82,11 @@ impl Predictor for NoModel {
     fn vocab_size(&self) -> usize {
         257
     }
-    fn predict(&mut self, _: &[(LaneId, Request)], _: &mut dyn FnMut(usize, &[f32])) -> Result<(), PredictError> {
+    fn predict(
+        &mut self,
+        _: &[(LaneId, Request)],
+        _: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), PredictError> {
         Err(PredictError("no model is loaded".into()))
     }
     fn release(&mut self, _: LaneId) {}
@@ -94,7 +101,9 @@ pub trait Source {
 impl Source for &[u8] {
     fn read_at(&mut self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let at = usize::try_from(at).map_err(std::io::Error::other)?;
-        let src = self.get(at..at + buf.len()).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        let src = self
+            .get(at..at + buf.len())
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -235,7 +244,9 @@ impl<'a> PackJob<'a> {
         for (e, c) in self.encoders.iter_mut().zip(&mut self.cursors) {
             if let Some((at, n)) = c.chunk(self.header.frame_len) {
                 let mut buf = vec![0u8; n];
-                self.src.read_at(at, &mut buf).context("reading the input")?;
+                self.src
+                    .read_at(at, &mut buf)
+                    .context("reading the input")?;
                 c.next += n as u64;
                 e.push(buf);
                 any = true;
@@ -265,11 +276,15 @@ impl<'a> PackJob<'a> {
         let mut buf = vec![0u8; 1 << 20];
         while at < self.header.total_len {
             let n = usize::try_from((self.header.total_len - at).min(1 << 20)).expect("<= 1 MiB");
-            self.src.read_at(at, &mut buf[..n]).context("reading the input")?;
+            self.src
+                .read_at(at, &mut buf[..n])
+                .context("reading the input")?;
             h.update(&buf[..n]);
             at += n as u64;
         }
-        self.out.write_all(&h.finalize()).context("writing the pack")?;
+        self.out
+            .write_all(&h.finalize())
+            .context("writing the pack")?;
         self.out.flush()?;
         self.written += 32;
         Ok(())
@@ -315,8 +330,11 @@ pub fn run_pack(
             break;
         }
         let base: u64 = jobs.iter().map(|j| j.done).sum();
-        let mut coders: Vec<&mut StreamEncoder> =
-            jobs.iter_mut().flat_map(|j| j.encoders.iter_mut()).filter(|e| e.busy()).collect();
+        let mut coders: Vec<&mut StreamEncoder> = jobs
+            .iter_mut()
+            .flat_map(|j| j.encoders.iter_mut())
+            .filter(|e| e.busy())
+            .collect();
         drive(predictor, &mut coders, &mut |_| progress(base)).context("running the model")?;
         for j in jobs.iter_mut() {
             j.end_round()?;
@@ -435,9 +453,14 @@ impl<'a> UnpackJob<'a> {
         for (i, (d, c)) in self.decoders.iter_mut().zip(&mut self.cursors).enumerate() {
             if let Some(out) = d.take_output() {
                 let data = out.with_context(|| {
-                    format!("corrupt pack: frame of lane {i} at offset {} does not decode", c.next)
+                    format!(
+                        "corrupt pack: frame of lane {i} at offset {} does not decode",
+                        c.next
+                    )
                 })?;
-                self.out.write_at(c.next, &data).context("writing the output")?;
+                self.out
+                    .write_at(c.next, &data)
+                    .context("writing the output")?;
                 c.next += data.len() as u64;
                 self.done += data.len() as u64;
             }
@@ -454,7 +477,9 @@ impl<'a> UnpackJob<'a> {
             bail!("corrupt pack: data after the trailer");
         }
         let mut h = Sha256::new();
-        self.out.hash_into(&mut h).context("reading back the output")?;
+        self.out
+            .hash_into(&mut h)
+            .context("reading back the output")?;
         if h.finalize()[..] != want {
             bail!("corrupt pack: the restored data does not match the file's SHA-256");
         }
@@ -482,8 +507,11 @@ pub fn run_unpack(
             break;
         }
         let base: u64 = jobs.iter().map(|j| j.done).sum();
-        let mut coders: Vec<&mut StreamDecoder> =
-            jobs.iter_mut().flat_map(|j| j.decoders.iter_mut()).filter(|d| d.busy()).collect();
+        let mut coders: Vec<&mut StreamDecoder> = jobs
+            .iter_mut()
+            .flat_map(|j| j.decoders.iter_mut())
+            .filter(|d| d.busy())
+            .collect();
         drive(predictor, &mut coders, &mut |_| progress(base)).context("running the model")?;
         for j in jobs.iter_mut() {
             j.end_round()?;

@@ -100,10 +100,20 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             let mut jobs = Vec::new();
             for (n, (&i, out)) in group.iter().zip(packed.iter_mut()).enumerate() {
                 let data: &[u8] = &inputs[i].1;
-                jobs.push(PackJob::new(n as u64, &opts, spec, data.len() as u64, Box::new(data), Box::new(out))?);
+                jobs.push(PackJob::new(
+                    n as u64,
+                    &opts,
+                    spec,
+                    data.len() as u64,
+                    Box::new(data),
+                    Box::new(out),
+                )?);
             }
             run_pack(handle.as_mut(), &mut jobs, &mut |d| bar.set_position(d))?;
-            stats = jobs.iter().map(|j| (j.stats(), j.header().lanes)).collect::<Vec<_>>();
+            stats = jobs
+                .iter()
+                .map(|j| (j.stats(), j.header().lanes))
+                .collect::<Vec<_>>();
         }
         let enc_secs = t0.elapsed().as_secs_f64();
         bar.finish_and_clear();
@@ -116,7 +126,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             for (n, (p, out)) in packed.iter().zip(restored.iter_mut()).enumerate() {
                 let mut src: &[u8] = p;
                 let header = read_header(&mut src)?;
-                jobs.push(UnpackJob::new(n as u64, header, spec, Box::new(src), Box::new(out))?);
+                jobs.push(UnpackJob::new(
+                    n as u64,
+                    header,
+                    spec,
+                    Box::new(src),
+                    Box::new(out),
+                )?);
             }
             run_unpack(handle.as_mut(), &mut jobs, &mut |d| bar.set_position(d))?;
         }
@@ -164,7 +180,16 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 fn print_table(reports: &[FileReport], together: bool) {
     println!(
         "{:<28} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9} {:>9} {:>6}",
-        "file", "bytes", "lm", "zstd-19", "xz-9e", "brotli-11", "xz/lm", "enc B/s", "dec B/s", "exact"
+        "file",
+        "bytes",
+        "lm",
+        "zstd-19",
+        "xz-9e",
+        "brotli-11",
+        "xz/lm",
+        "enc B/s",
+        "dec B/s",
+        "exact"
     );
     for r in reports {
         let name = std::path::Path::new(&r.file)
@@ -184,8 +209,14 @@ fn print_table(reports: &[FileReport], together: bool) {
             if r.roundtrip_ok { "yes" } else { "NO" }
         );
     }
-    println!("(bits per byte; lm = the whole pack file incl. headers; frames lm/zstd/raw: {})",
-        reports.iter().map(|r| format!("{}/{}/{}", r.frames_lm, r.frames_zstd, r.frames_raw)).collect::<Vec<_>>().join(" "));
+    println!(
+        "(bits per byte; lm = the whole pack file incl. headers; frames lm/zstd/raw: {})",
+        reports
+            .iter()
+            .map(|r| format!("{}/{}/{}", r.frames_lm, r.frames_zstd, r.frames_raw))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     if together {
         println!("(throughput is for all files coded together in one batch)");
     }

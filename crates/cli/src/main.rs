@@ -140,14 +140,24 @@ fn pack(input: &Path, output: &Path, margs: &model::ModelArgs, coding: &CodingAr
         None
     };
     let tmp = partial_path(output);
-    let out = BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+    let out =
+        BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
     let t0 = Instant::now();
     let bar = size::bar(total, "pack");
     let mut handle = loaded.as_mut().map(model::Loaded::handle);
     let spec = handle.as_ref().map(|h| (h.vocab.clone(), h.id));
-        let spec = spec.as_ref().map(|(v, id)| (v, *id));
-    let mut jobs = vec![PackJob::new(0, &opts, spec, total, Box::new(src), Box::new(out))?];
-    let res = run_pack(handle.as_mut(), &mut jobs, &mut |done| bar.set_position(done));
+    let spec = spec.as_ref().map(|(v, id)| (v, *id));
+    let mut jobs = vec![PackJob::new(
+        0,
+        &opts,
+        spec,
+        total,
+        Box::new(src),
+        Box::new(out),
+    )?];
+    let res = run_pack(handle.as_mut(), &mut jobs, &mut |done| {
+        bar.set_position(done)
+    });
     bar.finish_and_clear();
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
@@ -175,7 +185,8 @@ fn pack(input: &Path, output: &Path, margs: &model::ModelArgs, coding: &CodingAr
 }
 
 fn unpack(input: &Path, output: &Path, margs: &model::ModelArgs) -> Result<()> {
-    let mut src = BufReader::new(File::open(input).with_context(|| format!("opening {}", input.display()))?);
+    let mut src =
+        BufReader::new(File::open(input).with_context(|| format!("opening {}", input.display()))?);
     let header = read_header(&mut src).with_context(|| format!("reading {}", input.display()))?;
     let mut loaded = if header.model.is_none() {
         None
@@ -194,7 +205,7 @@ fn unpack(input: &Path, output: &Path, margs: &model::ModelArgs) -> Result<()> {
     let bar = size::bar(header.total_len, "unpack");
     let mut handle = loaded.as_mut().map(model::Loaded::handle);
     let spec = handle.as_ref().map(|h| (h.vocab.clone(), h.id));
-        let spec = spec.as_ref().map(|(v, id)| (v, *id));
+    let spec = spec.as_ref().map(|(v, id)| (v, *id));
     let res = UnpackJob::new(0, header, spec, Box::new(src), Box::new(out)).and_then(|job| {
         let mut jobs = vec![job];
         run_unpack(handle.as_mut(), &mut jobs, &mut |d| bar.set_position(d))

@@ -51,7 +51,8 @@ impl Loaded {
                 format!("model directory {DEFAULT_MODEL} not found; run `scripts/setup.sh` to build it, or pass --model DIR")
             })?,
         };
-        let dir = ModelDir::open(&path).with_context(|| format!("opening model {}", path.display()))?;
+        let dir =
+            ModelDir::open(&path).with_context(|| format!("opening model {}", path.display()))?;
         llmpack_model::init_runtime(args.ort_lib.clone())?;
         let m = &dir.manifest.model;
         let vocab = HfVocab::load(&dir.tokenizer_path(), m.vocab_size, m.bos_token_id)?;

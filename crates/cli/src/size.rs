@@ -7,7 +7,9 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}`: expected a size like 16KiB"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a size like 16KiB"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" | "k" => 1 << 10,
@@ -16,9 +18,14 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
         "kb" => 1000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use B, KiB, MiB, GiB, kB, MB, GB)")),
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}` (use B, KiB, MiB, GiB, kB, MB, GB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("`{s}`: too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}`: too large"))
 }
 
 /// [`parse_u64`] for values that must fit 32 bits.
@@ -30,9 +37,11 @@ pub fn parse_u32(s: &str) -> Result<u32, String> {
 pub fn bar(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(what.to_string());
     bar

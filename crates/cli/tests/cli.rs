@@ -39,11 +39,21 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 fn pack(input: &Path, output: &Path, args: &[&str]) -> Output {
-    run(bin().arg("pack").arg(input).arg("-o").arg(output).args(args))
+    run(bin()
+        .arg("pack")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(args))
 }
 
 fn unpack(input: &Path, output: &Path, args: &[&str]) -> Output {
-    run(bin().arg("unpack").arg(input).arg("-o").arg(output).args(args))
+    run(bin()
+        .arg("unpack")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(args))
 }
 
 fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
@@ -88,28 +98,51 @@ fn model_free_codecs_round_trip_and_binary_costs_only_headers() {
     std::fs::write(&input, &data).unwrap();
     for codec in ["zstd", "raw"] {
         let packed = dir.path(&format!("{codec}.lmp"));
-        let out = pack(&input, &packed, &["--codec", codec, "--lanes", "4", "--min-lane", "64KiB"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = pack(
+            &input,
+            &packed,
+            &["--codec", codec, "--lanes", "4", "--min-lane", "64KiB"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let restored = dir.path(&format!("{codec}.out"));
         let out = unpack(&packed, &restored, &[]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(std::fs::read(&restored).unwrap(), data, "{codec}");
-        let size = std::fs::metadata(&packed).unwrap().len() as usize;
-        let overhead = |len: usize| ContainerHeader::LEN + 32 + (len.div_ceil(16384) + 4) * FRAME_HEADER_LEN;
+        let size = std::fs::read(&packed).unwrap().len();
+        let overhead =
+            |len: usize| ContainerHeader::LEN + 32 + (len.div_ceil(16384) + 4) * FRAME_HEADER_LEN;
         if codec == "raw" {
             assert!(size <= data.len() + overhead(data.len()), "{size}");
         } else {
-            assert!(size < random.len() + data.len() / 20, "text shrinks: {size}");
+            assert!(
+                size < random.len() + data.len() / 20,
+                "text shrinks: {size}"
+            );
         }
     }
     // Incompressible bytes cost their size plus frame headers, no more.
     let rand_in = dir.path("random.bin");
     std::fs::write(&rand_in, &random).unwrap();
     let packed = dir.path("random.lmp");
-    assert!(pack(&rand_in, &packed, &["--codec", "zstd"]).status.success());
-    let size = std::fs::metadata(&packed).unwrap().len() as usize;
+    assert!(
+        pack(&rand_in, &packed, &["--codec", "zstd"])
+            .status
+            .success()
+    );
+    let size = std::fs::read(&packed).unwrap().len();
     let frames = random.len().div_ceil(16384) + 16;
-    assert!(size <= random.len() + ContainerHeader::LEN + 32 + frames * FRAME_HEADER_LEN, "{size}");
+    assert!(
+        size <= random.len() + ContainerHeader::LEN + 32 + frames * FRAME_HEADER_LEN,
+        "{size}"
+    );
 }
 
 #[test]
@@ -132,10 +165,16 @@ fn assert_rejected(dir: &TempDir, packed: &[u8], extra: &[String], what: &str) {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let out = unpack(&bad, &restored, &extra);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{what}: unpack accepted a damaged file");
+    assert!(
+        !out.status.success(),
+        "{what}: unpack accepted a damaged file"
+    );
     assert!(stderr.starts_with("error: "), "{what}: {stderr}");
     assert!(!restored.exists(), "{what}: output left behind");
-    assert!(!dir.path("bad.out.partial").exists(), "{what}: partial output left behind");
+    assert!(
+        !dir.path("bad.out.partial").exists(),
+        "{what}: partial output left behind"
+    );
 }
 
 #[test]
@@ -146,10 +185,22 @@ fn corrupt_truncated_and_hostile_files_are_rejected() {
     let input = dir.path("in");
     std::fs::write(&input, &data).unwrap();
     let packed_path = dir.path("in.lmp");
-    assert!(pack(&input, &packed_path, &["--codec", "zstd", "--frame", "8KiB"]).status.success());
+    assert!(
+        pack(
+            &input,
+            &packed_path,
+            &["--codec", "zstd", "--frame", "8KiB"]
+        )
+        .status
+        .success()
+    );
     let packed = std::fs::read(&packed_path).unwrap();
     // Flipped bits all over the file.
-    for pos in (0..packed.len()).step_by(packed.len() / 23 + 1).chain([8, 10, 20, 60, packed.len() - 1]) {
+    for pos in
+        (0..packed.len())
+            .step_by(packed.len() / 23 + 1)
+            .chain([8, 10, 20, 60, packed.len() - 1])
+    {
         let mut bad = packed.clone();
         bad[pos] ^= 0x10;
         assert_rejected(&dir, &bad, &[], &format!("bit flip at {pos}"));
@@ -192,10 +243,17 @@ fn bad_arguments_give_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
     let input = dir.path("in");
     std::fs::write(&input, b"abc").unwrap();
-    let out = pack(&input, &dir.path("x"), &["--model", dir.path("nowhere").to_str().unwrap()]);
+    let out = pack(
+        &input,
+        &dir.path("x"),
+        &["--model", dir.path("nowhere").to_str().unwrap()],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("manifest.toml") && stderr.contains("setup.sh"), "{stderr}");
+    assert!(
+        stderr.contains("manifest.toml") && stderr.contains("setup.sh"),
+        "{stderr}"
+    );
     let out = pack(&input, &dir.path("x"), &["--frame", "12 parsecs"]);
     assert!(!out.status.success());
 }
@@ -214,12 +272,23 @@ fn lm_round_trip_and_wrong_model_refused() {
     let mut args = margs.clone();
     args.extend(["--frame", "2KiB", "--min-lane", "1KiB"]);
     let out = pack(&input, &packed, &args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let size = std::fs::metadata(&packed).unwrap().len() as usize;
-    assert!(size < 3000 + 900, "text shrank, random bytes cost their size plus headers: {size}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = std::fs::read(&packed).unwrap().len();
+    assert!(
+        size < 3000 + 900,
+        "text shrank, random bytes cost their size plus headers: {size}"
+    );
     let restored = dir.path("out");
     let out = unpack(&packed, &restored, &margs);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(&restored).unwrap(), data);
 
     // A model directory with the same graph but a different tokenizer file
@@ -249,7 +318,11 @@ fn lm_round_trip_and_wrong_model_refused() {
     let packed_bytes = std::fs::read(&packed).unwrap();
     let fake_args = vec!["--model".to_string(), fake.display().to_string()];
     assert_rejected(&dir, &packed_bytes, &fake_args, "wrong model");
-    let out = unpack(&packed, &dir.path("again"), &["--model", fake.to_str().unwrap()]);
+    let out = unpack(
+        &packed,
+        &dir.path("again"),
+        &["--model", fake.to_str().unwrap()],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("packed with model"), "{stderr}");
 

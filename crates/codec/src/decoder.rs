@@ -122,7 +122,7 @@ impl StreamDecoder {
                 self.finish(header, data)
             }
             Codec::Lm => {
-                if payload.len() % 4 != 0 {
+                if !payload.len().is_multiple_of(4) {
                     return Err(DecodeError::Corrupt(format!(
                         "lm payload of {} bytes is not whole 32-bit words",
                         payload.len()
@@ -143,7 +143,10 @@ impl StreamDecoder {
                 });
                 Ok(())
             }
-            _ => Err(DecodeError::Corrupt(format!("codec {} not supported", header.codec))),
+            _ => Err(DecodeError::Corrupt(format!(
+                "codec {} not supported",
+                header.codec
+            ))),
         }
     }
 
@@ -197,7 +200,9 @@ impl StreamDecoder {
             let t = match job.rc.decode_symbol(&lane.table) {
                 Ok(t) => t,
                 Err(_) => {
-                    failure = Some(DecodeError::Corrupt("range decoder ran off its data".into()));
+                    failure = Some(DecodeError::Corrupt(
+                        "range decoder ran off its data".into(),
+                    ));
                     break;
                 }
             };
@@ -217,11 +222,15 @@ impl StreamDecoder {
                 self.vocab.token_bytes(id)
             };
             let Some(bytes) = bytes else {
-                failure = Some(DecodeError::Corrupt(format!("decoded token {t} has no bytes")));
+                failure = Some(DecodeError::Corrupt(format!(
+                    "decoded token {t} has no bytes"
+                )));
                 break;
             };
             if job.out.len() + bytes.len() > job.header.orig_len as usize {
-                failure = Some(DecodeError::Corrupt("decoded more bytes than the frame holds".into()));
+                failure = Some(DecodeError::Corrupt(
+                    "decoded more bytes than the frame holds".into(),
+                ));
                 break;
             }
             job.out.extend_from_slice(bytes);
@@ -232,11 +241,13 @@ impl StreamDecoder {
         let result = match failure {
             Some(e) => Err(e),
             None if job.escaped => Err(DecodeError::Corrupt("frame ends in an escape".into())),
-            None if job.out.len() != job.header.orig_len as usize => Err(DecodeError::Corrupt(format!(
-                "decoded {} bytes, header says {}",
-                job.out.len(),
-                job.header.orig_len
-            ))),
+            None if job.out.len() != job.header.orig_len as usize => {
+                Err(DecodeError::Corrupt(format!(
+                    "decoded {} bytes, header says {}",
+                    job.out.len(),
+                    job.header.orig_len
+                )))
+            }
             None => self.finish(job.header, job.out),
         };
         if let Err(e) = result {

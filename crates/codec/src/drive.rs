@@ -70,7 +70,9 @@ pub fn drive<C: Coder + ?Sized>(
         if batch.is_empty() {
             return Ok(step);
         }
-        predictor.predict(&batch, &mut |i, logits| coders[owner[i]].handle_prediction(logits))?;
+        predictor.predict(&batch, &mut |i, logits| {
+            coders[owner[i]].handle_prediction(logits)
+        })?;
         step.batches += 1;
         step.requests += batch.len() as u64;
         progress(step);

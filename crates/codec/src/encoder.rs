@@ -78,7 +78,11 @@ impl StreamEncoder {
     /// start of the model context (may be empty). The model is used only if
     /// `cfg.policy` allows it and `cfg.lm` is set.
     pub fn new(id: LaneId, cfg: StreamConfig, vocab: Arc<dyn Vocabulary>, primer: &[u8]) -> Self {
-        let lm = if cfg.policy.uses_model() { cfg.lm } else { None };
+        let lm = if cfg.policy.uses_model() {
+            cfg.lm
+        } else {
+            None
+        };
         let lane = crate::lane::new_lane(id, lm, &*vocab, primer);
         StreamEncoder {
             history: History::new(cfg.zstd_history),
@@ -123,9 +127,7 @@ impl StreamEncoder {
             && !data.is_empty()
             && match self.cfg.policy {
                 Policy::Lm => true,
-                Policy::Auto => {
-                    (fallback_len as f64) < self.cfg.lm_skip_ratio * data.len() as f64
-                }
+                Policy::Auto => (fallback_len as f64) < self.cfg.lm_skip_ratio * data.len() as f64,
                 _ => false,
             };
         if try_lm {
@@ -228,7 +230,14 @@ impl StreamEncoder {
         }
     }
 
-    fn frame(&mut self, codec: Codec, data: &[u8], sum: u64, payload: Vec<u8>, tokens: u32) -> EncodedFrame {
+    fn frame(
+        &mut self,
+        codec: Codec,
+        data: &[u8],
+        sum: u64,
+        payload: Vec<u8>,
+        tokens: u32,
+    ) -> EncodedFrame {
         let frame = EncodedFrame {
             header: FrameHeader {
                 codec,

@@ -61,7 +61,7 @@ impl FreqTable {
 
     /// Ideal cost of coding `token` with this table, in bits.
     pub fn cost_bits(&self, token: usize) -> f64 {
-        f64::from(PRECISION as u32) - f64::from(self.freq(token)).log2()
+        f64::from(u32::try_from(PRECISION).expect("small")) - f64::from(self.freq(token)).log2()
     }
 
     fn fill_uniform(&mut self, vocab: usize) {
@@ -115,8 +115,10 @@ impl FreqTable {
         let mut acc = 0u32;
         let mut best = (0usize, 0u32);
         for (i, &w) in self.weights.iter().enumerate() {
-            // w * scale <= budget (up to rounding), so the cast cannot overflow.
-            let f = 1 + ((w * scale).floor().min(f64::from(budget)) as u32);
+            // w * scale is in [0, budget] up to rounding; `as` truncates,
+            // which is floor for non-negative values, and saturates.
+            #[allow(clippy::cast_possible_truncation)]
+            let f = 1 + ((w * scale) as u32).min(budget);
             if f > best.1 {
                 best = (i, f);
             }
@@ -150,32 +152,33 @@ impl FreqTable {
 /// operations so every IEEE-754 machine computes the same bits.
 /// Relative error below 1e-15, far below what 24-bit tables can see.
 pub fn exp_det(x: f64) -> f64 {
-    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     const INV_LN2: f64 = std::f64::consts::LOG2_E;
-    let k = (x * INV_LN2).round();
+    // Round to nearest by the 1.5 * 2^52 trick: plain IEEE additions, no
+    // libm call, and the integer lands in the low bits of the sum.
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    let kf = x * INV_LN2 + SHIFT;
+    let k = kf - SHIFT;
     let r = (x - k * LN2_HI) - k * LN2_LO; // |r| <= ln2/2
-    // Taylor series of exp(r) to r^12 / 12!, Horner form.
-    let mut p = 1.0 / 479_001_600.0;
-    for d in [
-        39_916_800.0,
-        3_628_800.0,
-        362_880.0,
-        40_320.0,
-        5_040.0,
-        720.0,
-        120.0,
-        24.0,
-        6.0,
-        2.0,
-        1.0,
-    ] {
-        p = p * r + 1.0 / d;
-    }
-    p = p * r + 1.0;
-    // Scale by 2^k; k is in [-127, 0] for our inputs, a normal f64 exponent.
-    let k = k as i64; // exact: |k| < 200
-    let bits = u64::try_from(1023 + k).unwrap_or(0) << 52;
+    // Taylor series of exp(r) to r^11 / 11!, Horner form.
+    let p = 1.0 / 39_916_800.0;
+    let p = p * r + 1.0 / 3_628_800.0;
+    let p = p * r + 1.0 / 362_880.0;
+    let p = p * r + 1.0 / 40_320.0;
+    let p = p * r + 1.0 / 5_040.0;
+    let p = p * r + 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = p * r + 1.0;
+    let p = p * r + 1.0;
+    // Scale by 2^k: k is in [-128, 0] for our inputs, a normal f64 exponent.
+    // The low 32 bits of kf's representation hold k in two's complement.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+    let k = kf.to_bits() as u32 as i32; // the bit trick needs these exact casts
+    let bits = ((1023 + i64::from(k)) as u64) << 52;
     p * f64::from_bits(bits)
 }
 

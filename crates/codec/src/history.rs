@@ -49,7 +49,8 @@ impl History {
         }
         let mut out = Vec::with_capacity(data.len() - 1);
         let mut cctx = CCtx::create();
-        cctx.set_parameter(CParameter::CompressionLevel(level)).ok()?;
+        cctx.set_parameter(CParameter::CompressionLevel(level))
+            .ok()?;
         cctx.set_parameter(CParameter::ChecksumFlag(false)).ok()?;
         cctx.set_parameter(CParameter::ContentSizeFlag(true)).ok()?;
         let prefix = self.bytes();
@@ -89,7 +90,9 @@ mod tests {
 
     #[test]
     fn prefix_helps_and_round_trips() {
-        let text: Vec<u8> = (0..4000).flat_map(|i| format!("line {} of the log\n", i % 97).into_bytes()).collect();
+        let text: Vec<u8> = (0..4000)
+            .flat_map(|i| format!("line {} of the log\n", i % 97).into_bytes())
+            .collect();
         let (a, b) = text.split_at(text.len() / 2);
         let mut h = History::new(1 << 17);
         let cold = h.compress(3, b).unwrap();

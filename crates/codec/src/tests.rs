@@ -70,7 +70,9 @@ fn round_trip(lanes: &[Vec<Vec<u8>>], cfg: &StreamConfig, primer: &[u8]) -> Vec<
 }
 
 fn text(n: usize, seed: u64) -> Vec<u8> {
-    let words = ["the ", "tunnel ", "carries ", "bytes ", "over ", "a ", "slow ", "link ", "and ", "model\n"];
+    let words = [
+        "the ", "tunnel ", "carries ", "bytes ", "over ", "a ", "slow ", "link ", "and ", "model\n",
+    ];
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::new();
     while out.len() < n {
@@ -119,21 +121,29 @@ fn random_bytes_go_raw_without_the_model() {
     let mut x = 7u64;
     let data: Vec<u8> = (0..5000)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             x.to_le_bytes()[7]
         })
         .collect();
     let coded = round_trip(&[vec![data]], &StreamConfig::default(), b"");
     let f = &coded[0][0];
     assert_eq!(f.header.codec, Codec::Raw);
-    assert_eq!(f.header.tokens, 0, "auto skips the model for incompressible data");
+    assert_eq!(
+        f.header.tokens, 0,
+        "auto skips the model for incompressible data"
+    );
     assert_eq!(f.wire_len(), 5000 + FRAME_HEADER_LEN);
 }
 
 #[test]
 fn small_window_reprimes_identically() {
     let cfg = StreamConfig {
-        lm: Some(LmParams { window: 40, keep: 10 }),
+        lm: Some(LmParams {
+            window: 40,
+            keep: 10,
+        }),
         policy: Policy::Lm,
         ..StreamConfig::default()
     };
@@ -149,7 +159,12 @@ fn every_policy_round_trips() {
             zstd_level: 1,
             ..StreamConfig::default()
         };
-        let frames = vec![text(2000, 9), b"\x00\xff<|endoftext|>\xc3\x28".to_vec(), Vec::new(), text(100, 4)];
+        let frames = vec![
+            text(2000, 9),
+            b"\x00\xff<|endoftext|>\xc3\x28".to_vec(),
+            Vec::new(),
+            text(100, 4),
+        ];
         let coded = round_trip(&[frames], &cfg, b"");
         let used_model = coded[0].iter().any(|f| f.header.tokens > 0);
         assert_eq!(used_model, policy.uses_model(), "{policy:?}");

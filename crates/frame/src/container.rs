@@ -107,7 +107,10 @@ impl ContainerHeader {
         let mut magic = [0u8; 8];
         buf.copy_to_slice(&mut magic);
         if magic != MAGIC {
-            return Err(Error::invalid("pack header", "not an llmpack file (bad magic)"));
+            return Err(Error::invalid(
+                "pack header",
+                "not an llmpack file (bad magic)",
+            ));
         }
         need(buf, Self::LEN - MAGIC.len())?;
         let version = buf.get_u16_le();
@@ -138,7 +141,10 @@ impl ContainerHeader {
         let mut b = Vec::with_capacity(Self::LEN);
         h.encode_fields(&mut b);
         if header_check(&b) != check {
-            return Err(Error::invalid("pack header", "header checksum mismatch (the file is damaged)"));
+            return Err(Error::invalid(
+                "pack header",
+                "header checksum mismatch (the file is damaged)",
+            ));
         }
         h.validate()?;
         Ok(h)

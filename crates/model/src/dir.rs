@@ -112,7 +112,10 @@ impl ModelDir {
             why,
         };
         if manifest.model.vocab_size == 0 || manifest.model.vocab_size > llmpack_codec::MAX_VOCAB {
-            return Err(bad(format!("vocab_size {} out of range", manifest.model.vocab_size)));
+            return Err(bad(format!(
+                "vocab_size {} out of range",
+                manifest.model.vocab_size
+            )));
         }
         let mut id = Sha256::new();
         for file in [&manifest.onnx.file, &manifest.tokenizer.file] {

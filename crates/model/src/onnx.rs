@@ -139,7 +139,9 @@ impl OnnxPredictor {
     /// Removes `lane` from its group, dropping the group when it empties.
     fn detach(&mut self, lane: LaneId) {
         if let Some((g, r)) = self.lanes.remove(&lane) {
-            let group = self.groups[g].as_mut().expect("lane points at a live group");
+            let group = self.groups[g]
+                .as_mut()
+                .expect("lane points at a live group");
             group.rows[r] = None;
             if group.rows.iter().all(Option::is_none) {
                 self.groups[g] = None;
@@ -183,15 +185,21 @@ impl OnnxPredictor {
         let mut inputs: Vec<(String, ort::session::SessionInputValue<'_>)> = vec![
             (
                 self.names.input_ids.clone(),
-                Tensor::from_array(([rows, seq], tokens.to_vec())).map_err(fail)?.into(),
+                Tensor::from_array(([rows, seq], tokens.to_vec()))
+                    .map_err(fail)?
+                    .into(),
             ),
             (
                 self.names.position_ids.clone(),
-                Tensor::from_array(([rows, seq], positions)).map_err(fail)?.into(),
+                Tensor::from_array(([rows, seq], positions))
+                    .map_err(fail)?
+                    .into(),
             ),
             (
                 self.names.attention_mask.clone(),
-                Tensor::from_array(([rows, total], vec![1i64; rows * total])).map_err(fail)?.into(),
+                Tensor::from_array(([rows, total], vec![1i64; rows * total]))
+                    .map_err(fail)?
+                    .into(),
             ),
         ];
         if past.is_empty() {
@@ -223,7 +231,10 @@ impl OnnxPredictor {
             .ok_or_else(|| fail(format!("model gave no output `{}`", self.names.logits)))?;
         let (shape, data) = logits.try_extract_tensor::<f32>().map_err(fail)?;
         let v = self.vocab;
-        if shape.len() != 3 || shape[2] as usize != v || data.len() != rows * seq * v {
+        if shape.len() != 3
+            || usize::try_from(shape[2]).ok() != Some(v)
+            || data.len() != rows * seq * v
+        {
             return Err(fail(format!(
                 "logits have shape {shape:?}, expected [{rows}, {seq}, {v}] (is vocab_size in the manifest right?)"
             )));
@@ -252,7 +263,8 @@ impl OnnxPredictor {
                 let (_, data) = group.kv[j].try_extract_tensor::<f32>().map_err(fail)?;
                 buf.extend_from_slice(&data[r * row_len..(r + 1) * row_len]);
             }
-            let t = Tensor::from_array(([n, self.kv_heads, past_len, self.head_dim], buf)).map_err(fail)?;
+            let t = Tensor::from_array(([n, self.kv_heads, past_len, self.head_dim], buf))
+                .map_err(fail)?;
             kv.push(t.into_dyn());
         }
         for lane in lanes {
@@ -297,10 +309,9 @@ impl Predictor for OnnxPredictor {
                     });
                 }
                 Request::Step { token } => {
-                    let &(g, _) = self
-                        .lanes
-                        .get(lane)
-                        .ok_or_else(|| fail(format!("step on lane {lane} that was never primed")))?;
+                    let &(g, _) = self.lanes.get(lane).ok_or_else(|| {
+                        fail(format!("step on lane {lane} that was never primed"))
+                    })?;
                     let p = self.groups[g].as_ref().expect("live group").past_len;
                     steps.entry(p).or_default().push((i, *lane, *token));
                 }
@@ -312,10 +323,13 @@ impl Predictor for OnnxPredictor {
             let (g0, _) = self.lanes[&lanes[0]];
             let in_place = {
                 let group = self.groups[g0].as_ref().expect("live group");
-                group.rows.len() == lanes.len()
-                    && lanes.iter().all(|l| self.lanes[l].0 == g0)
+                group.rows.len() == lanes.len() && lanes.iter().all(|l| self.lanes[l].0 == g0)
             };
-            let g = if in_place { g0 } else { self.gather(&lanes, past_len)? };
+            let g = if in_place {
+                g0
+            } else {
+                self.gather(&lanes, past_len)?
+            };
             let group = self.groups[g].take().expect("live group");
             // Tokens in row order; remember which request each row answers.
             let mut tokens = vec![0i64; group.rows.len()];

@@ -81,12 +81,17 @@ impl HfVocab {
         let alphabet = byte_alphabet();
         let char_byte: HashMap<char, u8> = (0..=255u8).map(|b| (alphabet[b as usize], b)).collect();
         let mut bytes = vec![Vec::new(); vocab_size];
-        let special: std::collections::HashSet<u32> =
-            tokenizer.get_added_tokens_decoder().keys().copied().collect();
+        let special: std::collections::HashSet<u32> = tokenizer
+            .get_added_tokens_decoder()
+            .keys()
+            .copied()
+            .collect();
         for (text, id) in tokenizer.get_vocab(false) {
-            let slot = bytes
-                .get_mut(id as usize)
-                .ok_or_else(|| bad(format!("token id {id} is outside the model's {vocab_size} logits")))?;
+            let slot = bytes.get_mut(id as usize).ok_or_else(|| {
+                bad(format!(
+                    "token id {id} is outside the model's {vocab_size} logits"
+                ))
+            })?;
             if special.contains(&id) {
                 continue;
             }
@@ -108,8 +113,12 @@ impl HfVocab {
         // Bytes without a token of their own (SmolLM2 lacks 21, e.g. 0xC0,
         // 0xFF) are sent as [escape, token of a stand-in byte]: the k-th
         // missing byte borrows the k-th byte that has a token.
-        let missing: Vec<u8> = (0..=255u8).filter(|b| byte_token[*b as usize].is_none()).collect();
-        let present: Vec<u8> = (0..=255u8).filter(|b| byte_token[*b as usize].is_some()).collect();
+        let missing: Vec<u8> = (0..=255u8)
+            .filter(|b| byte_token[*b as usize].is_none())
+            .collect();
+        let present: Vec<u8> = (0..=255u8)
+            .filter(|b| byte_token[*b as usize].is_some())
+            .collect();
         let mut unescape = [None; 256];
         let mut stand_in = [0u8; 256];
         let escape = if missing.is_empty() {
@@ -118,7 +127,11 @@ impl HfVocab {
             if present.len() < missing.len() {
                 return Err(bad("fewer than half the bytes have tokens; LLMPack needs a byte-level BPE tokenizer".into()));
             }
-            let mut specials: Vec<u32> = special.iter().copied().filter(|&id| id != bos && (id as usize) < vocab_size).collect();
+            let mut specials: Vec<u32> = special
+                .iter()
+                .copied()
+                .filter(|&id| id != bos && (id as usize) < vocab_size)
+                .collect();
             specials.sort_unstable();
             let esc = *specials.first().ok_or_else(|| {
                 bad("bytes without tokens and no spare special token to escape them".into())
@@ -149,7 +162,9 @@ impl HfVocab {
             let mut at = 0usize;
             for &id in ids {
                 match self.bytes.get(id as usize) {
-                    Some(b) if !b.is_empty() && text.as_bytes()[at..].starts_with(b) => at += b.len(),
+                    Some(b) if !b.is_empty() && text.as_bytes()[at..].starts_with(b) => {
+                        at += b.len()
+                    }
                     _ => {
                         ok = false;
                         break;
@@ -203,13 +218,19 @@ impl Vocabulary for HfVocab {
         while !rest.is_empty() {
             let (valid, bad) = match std::str::from_utf8(rest) {
                 Ok(_) => (rest.len(), 0),
-                Err(e) => (e.valid_up_to(), e.error_len().unwrap_or(rest.len() - e.valid_up_to())),
+                Err(e) => (
+                    e.valid_up_to(),
+                    e.error_len().unwrap_or(rest.len() - e.valid_up_to()),
+                ),
             };
             // Valid text, cut again at bytes the vocabulary lacks (ASCII
             // control bytes only: the others are never valid UTF-8).
             let mut text = &rest[..valid];
             while !text.is_empty() {
-                let cut = text.iter().position(|&b| self.lacks_token(b)).unwrap_or(text.len());
+                let cut = text
+                    .iter()
+                    .position(|&b| self.lacks_token(b))
+                    .unwrap_or(text.len());
                 if cut > 0 {
                     let s = std::str::from_utf8(&text[..cut]).expect("ASCII cut of valid UTF-8");
                     self.tokenize_text(s, out);

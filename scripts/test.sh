@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): installs what the tests need
+# (ONNX Runtime, the SmolLM2 model, evaluation samples; all cached), then
+# runs the checks and every test.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+scripts/setup.sh
+. scripts/env.sh
+
+echo "== format"
+cargo fmt --all --check
+echo "== dependency direction: pure crates pull in no tokio, quinn or ort"
+for crate in llmpack-frame llmpack-codec; do
+  if cargo tree -p "$crate" -e normal --prefix none | grep -E '^(tokio|quinn|ort|ort-sys) ' ; then
+    echo "$crate must not depend on tokio, quinn or ort" >&2
+    exit 1
+  fi
+done
+if cargo tree -p llmpack-model -e normal --prefix none | grep -E '^(tokio|quinn) '; then
+  echo "llmpack-model must not depend on tokio or quinn" >&2
+  exit 1
+fi
+echo "== clippy"
+cargo clippy --release --workspace --all-targets -- -D warnings
+echo "== docs"
+RUSTDOCFLAGS=-Dwarnings cargo doc --release --workspace --no-deps --quiet
+echo "== tests"
+cargo test --release --workspace
