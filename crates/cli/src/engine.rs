@@ -8,8 +8,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use anyhow::{Context, Result, bail};
 use llmpack_codec::{
-    ByteVocab, LaneId, LmParams, Policy, PredictError, Predictor, Request, Stats, StreamConfig,
-    StreamDecoder, StreamEncoder, Vocabulary, drive,
+    ByteVocab, Coder, LaneId, LmParams, Policy, PredictError, Predictor, Request, Stats,
+    StreamConfig, StreamDecoder, StreamEncoder, Vocabulary, drive,
 };
 use llmpack_frame::{
     ContainerHeader, FRAME_HEADER_LEN, FrameHeader, MAX_FRAME_LEN, MAX_LANES, ModelId,
@@ -316,6 +316,32 @@ pub fn run_pack(
     jobs: &mut [PackJob<'_>],
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
+    run_rounds(model, jobs, progress)
+}
+
+/// A pack or unpack job, as [`run_rounds`] drives it.
+trait Job {
+    type Coder: Coder;
+    /// Pushes the next frame of every lane that has one; `false` when done.
+    fn begin_round(&mut self) -> Result<bool>;
+    /// The job's coders, one per lane.
+    fn coders(&mut self) -> &mut [Self::Coder];
+    /// Takes the round's outputs.
+    fn end_round(&mut self) -> Result<()>;
+    /// Writes or checks the trailer.
+    fn finish(&mut self) -> Result<()>;
+    /// Original bytes done.
+    fn done(&self) -> u64;
+    /// Lanes of the job.
+    fn lanes(&self) -> u16;
+}
+
+/// Runs jobs round by round; each round's coders share model batches.
+fn run_rounds<J: Job>(
+    model: Option<&mut ModelHandle<'_>>,
+    jobs: &mut [J],
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
     let mut none = NoModel;
     let predictor: &mut dyn Predictor = match model {
         Some(m) => &mut *m.predictor,
@@ -329,25 +355,69 @@ pub fn run_pack(
         if !any {
             break;
         }
-        let base: u64 = jobs.iter().map(|j| j.done).sum();
-        let mut coders: Vec<&mut StreamEncoder> = jobs
+        let base: u64 = jobs.iter().map(Job::done).sum();
+        let mut coders: Vec<&mut J::Coder> = jobs
             .iter_mut()
-            .flat_map(|j| j.encoders.iter_mut())
-            .filter(|e| e.busy())
+            .flat_map(|j| j.coders().iter_mut())
+            .filter(|c| c.busy())
             .collect();
         drive(predictor, &mut coders, &mut |_| progress(base)).context("running the model")?;
         for j in jobs.iter_mut() {
             j.end_round()?;
         }
-        progress(jobs.iter().map(|j| j.done).sum());
+        progress(jobs.iter().map(Job::done).sum());
     }
     for (n, j) in jobs.iter_mut().enumerate() {
         j.finish()?;
-        for i in 0..j.header.lanes {
+        for i in 0..j.lanes() {
             predictor.release(lane_id(n as u64, i));
         }
     }
     Ok(())
+}
+
+impl<'a> Job for PackJob<'a> {
+    type Coder = StreamEncoder;
+    fn begin_round(&mut self) -> Result<bool> {
+        PackJob::begin_round(self)
+    }
+    fn coders(&mut self) -> &mut [StreamEncoder] {
+        &mut self.encoders
+    }
+    fn end_round(&mut self) -> Result<()> {
+        PackJob::end_round(self)
+    }
+    fn finish(&mut self) -> Result<()> {
+        PackJob::finish(self)
+    }
+    fn done(&self) -> u64 {
+        self.done
+    }
+    fn lanes(&self) -> u16 {
+        self.header.lanes
+    }
+}
+
+impl<'a> Job for UnpackJob<'a> {
+    type Coder = StreamDecoder;
+    fn begin_round(&mut self) -> Result<bool> {
+        UnpackJob::begin_round(self)
+    }
+    fn coders(&mut self) -> &mut [StreamDecoder] {
+        &mut self.decoders
+    }
+    fn end_round(&mut self) -> Result<()> {
+        UnpackJob::end_round(self)
+    }
+    fn finish(&mut self) -> Result<()> {
+        UnpackJob::finish(self)
+    }
+    fn done(&self) -> u64 {
+        self.done
+    }
+    fn lanes(&self) -> u16 {
+        self.header.lanes
+    }
 }
 
 /// One pack file being unpacked.
@@ -493,36 +563,5 @@ pub fn run_unpack(
     jobs: &mut [UnpackJob<'_>],
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let mut none = NoModel;
-    let predictor: &mut dyn Predictor = match model {
-        Some(m) => &mut *m.predictor,
-        None => &mut none,
-    };
-    loop {
-        let mut any = false;
-        for j in jobs.iter_mut() {
-            any |= j.begin_round()?;
-        }
-        if !any {
-            break;
-        }
-        let base: u64 = jobs.iter().map(|j| j.done).sum();
-        let mut coders: Vec<&mut StreamDecoder> = jobs
-            .iter_mut()
-            .flat_map(|j| j.decoders.iter_mut())
-            .filter(|d| d.busy())
-            .collect();
-        drive(predictor, &mut coders, &mut |_| progress(base)).context("running the model")?;
-        for j in jobs.iter_mut() {
-            j.end_round()?;
-        }
-        progress(jobs.iter().map(|j| j.done).sum());
-    }
-    for (n, j) in jobs.iter_mut().enumerate() {
-        j.finish()?;
-        for i in 0..j.header.lanes {
-            predictor.release(lane_id(n as u64, i));
-        }
-    }
-    Ok(())
+    run_rounds(model, jobs, progress)
 }

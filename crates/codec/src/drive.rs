@@ -11,6 +11,8 @@ pub trait Coder {
     fn poll_request(&mut self) -> Option<Request>;
     /// Takes the answer to the last request.
     fn handle_prediction(&mut self, logits: &[f32]);
+    /// Whether a frame is in progress or waits to be taken.
+    fn busy(&self) -> bool;
 }
 
 impl Coder for StreamEncoder {
@@ -23,6 +25,9 @@ impl Coder for StreamEncoder {
     fn handle_prediction(&mut self, logits: &[f32]) {
         StreamEncoder::handle_prediction(self, logits)
     }
+    fn busy(&self) -> bool {
+        StreamEncoder::busy(self)
+    }
 }
 
 impl Coder for StreamDecoder {
@@ -34,6 +39,9 @@ impl Coder for StreamDecoder {
     }
     fn handle_prediction(&mut self, logits: &[f32]) {
         StreamDecoder::handle_prediction(self, logits)
+    }
+    fn busy(&self) -> bool {
+        StreamDecoder::busy(self)
     }
 }
 
