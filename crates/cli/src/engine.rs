@@ -37,7 +37,7 @@ pub struct PackOptions {
 }
 
 impl PackOptions {
-    fn header(&self, total_len: u64, model: ModelId) -> ContainerHeader {
+    fn header(&self, total_len: u64, model: ModelId, probe: u64) -> ContainerHeader {
         let lanes = (total_len / self.min_lane.max(1))
             .clamp(1, u64::from(self.max_lanes.clamp(1, MAX_LANES)));
         ContainerHeader {
@@ -47,6 +47,7 @@ impl PackOptions {
             keep: self.lm.keep,
             zstd_history: self.zstd_history,
             model,
+            probe,
             total_len,
         }
     }
@@ -65,14 +66,23 @@ fn stream_config(h: &ContainerHeader, policy: Policy, zstd_level: i32) -> Stream
     }
 }
 
-/// The model side of a run: a predictor and its vocabulary, or nothing.
+/// What a pack file records of its model, and what unpacking checks.
+#[derive(Clone)]
+pub struct ModelSpec {
+    /// The model's vocabulary.
+    pub vocab: Arc<dyn Vocabulary>,
+    /// Its id (hashes of its files).
+    pub id: ModelId,
+    /// Its numeric probe on this machine ([`llmpack_codec::numeric_probe`]).
+    pub probe: u64,
+}
+
+/// The model side of a run: a predictor and what identifies it.
 pub struct ModelHandle<'a> {
     /// The predictor.
     pub predictor: &'a mut dyn Predictor,
-    /// Its vocabulary.
-    pub vocab: Arc<dyn Vocabulary>,
-    /// Its id.
-    pub id: ModelId,
+    /// Its identity.
+    pub spec: ModelSpec,
 }
 
 /// A predictor for runs without a model: any request is a bug.
@@ -194,7 +204,7 @@ impl<'a> PackJob<'a> {
     pub fn new(
         job: u64,
         opts: &PackOptions,
-        model: Option<(&Arc<dyn Vocabulary>, ModelId)>,
+        model: Option<&ModelSpec>,
         total_len: u64,
         src: Box<dyn Source + 'a>,
         mut out: Box<dyn Write + 'a>,
@@ -202,16 +212,15 @@ impl<'a> PackJob<'a> {
         if opts.frame_len == 0 || opts.frame_len > MAX_FRAME_LEN {
             bail!("frame size must be 1 byte to {} KiB", MAX_FRAME_LEN >> 10);
         }
-        let uses_model = opts.policy.uses_model() && model.is_some();
-        let id = match model {
-            Some((_, id)) if uses_model => id,
-            _ => ModelId::NONE,
+        let model = model.filter(|_| opts.policy.uses_model());
+        let header = match model {
+            Some(m) => opts.header(total_len, m.id, m.probe),
+            None => opts.header(total_len, ModelId::NONE, 0),
         };
-        let header = opts.header(total_len, id);
         header.validate().context("pack options")?;
         let vocab: Arc<dyn Vocabulary> = match model {
-            Some((v, _)) if uses_model => v.clone(),
-            _ => Arc::new(ByteVocab::default()),
+            Some(m) => m.vocab.clone(),
+            None => Arc::new(ByteVocab::default()),
         };
         let cfg = stream_config(&header, opts.policy, opts.zstd_level);
         let encoders = (0..header.lanes)
@@ -454,7 +463,7 @@ impl<'a> UnpackJob<'a> {
     pub fn new(
         job: u64,
         header: ContainerHeader,
-        model: Option<(&Arc<dyn Vocabulary>, ModelId)>,
+        model: Option<&ModelSpec>,
         src: Box<dyn Read + 'a>,
         out: Box<dyn Sink + 'a>,
     ) -> Result<Self> {
@@ -466,12 +475,20 @@ impl<'a> UnpackJob<'a> {
                     "this file was packed with the language model {}; pass --model DIR of that model",
                     header.model
                 ),
-                Some((_, id)) if id != header.model => bail!(
+                Some(m) if m.id != header.model => bail!(
                     "this file was packed with model {} but the loaded model is {}; unpack it with the model it was packed with (--model DIR)",
                     header.model,
-                    id
+                    m.id
                 ),
-                Some((v, _)) => v.clone(),
+                Some(m) if m.probe != header.probe => bail!(
+                    "this file was packed with the same model {} but on a machine whose model arithmetic differs from this one \
+                     (numeric probe {:016x} there, {:016x} here: other CPU features or ONNX Runtime build); \
+                     its lm frames cannot be decoded bit-exactly here. Unpack it on a machine like the one that packed it",
+                    m.id,
+                    header.probe,
+                    m.probe
+                ),
+                Some(m) => m.vocab.clone(),
             }
         };
         let cfg = stream_config(&header, Policy::Auto, 0);

@@ -89,8 +89,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     for group in groups {
         let total: u64 = group.iter().map(|&i| inputs[i].1.len() as u64).sum();
         let mut handle = loaded.as_mut().map(model::Loaded::handle);
-        let spec = handle.as_ref().map(|h| (h.vocab.clone(), h.id));
-        let spec = spec.as_ref().map(|(v, id)| (v, *id));
+        let spec = handle.as_ref().map(|h| h.spec.clone());
+        let spec = spec.as_ref();
         // Encode.
         let mut packed: Vec<Vec<u8>> = vec![Vec::new(); group.len()];
         let bar = size::bar(total, "encode");

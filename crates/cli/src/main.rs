@@ -145,8 +145,8 @@ fn pack(input: &Path, output: &Path, margs: &model::ModelArgs, coding: &CodingAr
     let t0 = Instant::now();
     let bar = size::bar(total, "pack");
     let mut handle = loaded.as_mut().map(model::Loaded::handle);
-    let spec = handle.as_ref().map(|h| (h.vocab.clone(), h.id));
-    let spec = spec.as_ref().map(|(v, id)| (v, *id));
+    let spec = handle.as_ref().map(|h| h.spec.clone());
+    let spec = spec.as_ref();
     let mut jobs = vec![PackJob::new(
         0,
         &opts,
@@ -204,8 +204,8 @@ fn unpack(input: &Path, output: &Path, margs: &model::ModelArgs) -> Result<()> {
     let t0 = Instant::now();
     let bar = size::bar(header.total_len, "unpack");
     let mut handle = loaded.as_mut().map(model::Loaded::handle);
-    let spec = handle.as_ref().map(|h| (h.vocab.clone(), h.id));
-    let spec = spec.as_ref().map(|(v, id)| (v, *id));
+    let spec = handle.as_ref().map(|h| h.spec.clone());
+    let spec = spec.as_ref();
     let res = UnpackJob::new(0, header, spec, Box::new(src), Box::new(out)).and_then(|job| {
         let mut jobs = vec![job];
         run_unpack(handle.as_mut(), &mut jobs, &mut |d| bar.set_position(d))

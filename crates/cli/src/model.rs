@@ -8,7 +8,7 @@ use clap::Args;
 use llmpack_codec::Vocabulary;
 use llmpack_model::{HfVocab, ModelDir, OnnxPredictor};
 
-use crate::engine::ModelHandle;
+use crate::engine::{ModelHandle, ModelSpec};
 
 /// The model directory used when `--model` is not given.
 pub const DEFAULT_MODEL: &str = "models/smollm2-135m";
@@ -34,10 +34,8 @@ fn default_threads() -> usize {
 
 /// A loaded model.
 pub struct Loaded {
-    /// The directory and its id.
-    pub dir: ModelDir,
-    /// Its vocabulary.
-    pub vocab: Arc<dyn Vocabulary>,
+    /// Its identity, vocabulary and numeric probe.
+    pub spec: ModelSpec,
     /// Its predictor.
     pub predictor: OnnxPredictor,
 }
@@ -56,21 +54,24 @@ impl Loaded {
         llmpack_model::init_runtime(args.ort_lib.clone())?;
         let m = &dir.manifest.model;
         let vocab = HfVocab::load(&dir.tokenizer_path(), m.vocab_size, m.bos_token_id)?;
-        let predictor = OnnxPredictor::load(&dir, args.threads)
+        let mut predictor = OnnxPredictor::load(&dir, args.threads)
             .with_context(|| format!("loading {}", dir.onnx_path().display()))?;
-        Ok(Loaded {
-            dir,
-            vocab: Arc::new(vocab),
-            predictor,
-        })
+        let vocab: Arc<dyn Vocabulary> = Arc::new(vocab);
+        let probe = llmpack_codec::numeric_probe(&mut predictor, &*vocab, u64::MAX)
+            .context("running the numeric probe")?;
+        let spec = ModelSpec {
+            vocab,
+            id: dir.id,
+            probe,
+        };
+        Ok(Loaded { spec, predictor })
     }
 
     /// The handle the engine uses.
     pub fn handle(&mut self) -> ModelHandle<'_> {
         ModelHandle {
             predictor: &mut self.predictor,
-            vocab: self.vocab.clone(),
-            id: self.dir.id,
+            spec: self.spec.clone(),
         }
     }
 }

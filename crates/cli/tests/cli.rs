@@ -222,6 +222,7 @@ fn corrupt_truncated_and_hostile_files_are_rejected() {
         keep: 256,
         zstd_history: 1 << 17,
         model: ModelId::NONE,
+        probe: 0,
         total_len: 1 << 60,
     };
     let mut bad = Vec::new();
@@ -325,6 +326,19 @@ fn lm_round_trip_and_wrong_model_refused() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("packed with model"), "{stderr}");
+
+    // Same model, other arithmetic (as on a CPU with other SIMD paths): the
+    // numeric probe in the header differs, refused up front with a reason.
+    let mut h = ContainerHeader::decode(&mut &packed_bytes[..]).unwrap();
+    h.probe ^= 1;
+    let mut forged = Vec::new();
+    h.encode(&mut forged);
+    forged.extend_from_slice(&packed_bytes[ContainerHeader::LEN..]);
+    assert_rejected(&dir, &forged, &model_args(), "other numeric probe");
+    std::fs::write(dir.path("forged.lmp"), &forged).unwrap();
+    let out = unpack(&dir.path("forged.lmp"), &dir.path("forged.out"), &margs);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("arithmetic differs"), "{stderr}");
 
     // A flipped bit early in an lm payload derails the range decoder; the
     // frame checksum catches it before a byte is written.

@@ -49,6 +49,12 @@ impl FreqTable {
         t
     }
 
+    /// The cumulative frequencies: `cdf()[i]` is the sum of the frequencies
+    /// of tokens below `i`; the last entry is [`TOTAL`].
+    pub fn cdf(&self) -> &[u32] {
+        &self.cdf
+    }
+
     /// Number of tokens.
     pub fn vocab_size(&self) -> usize {
         self.cdf.len() - 1

@@ -22,6 +22,7 @@ mod freq;
 mod history;
 mod lane;
 mod predict;
+mod probe;
 mod tokens;
 pub mod toy;
 
@@ -32,6 +33,7 @@ pub use freq::{FreqTable, MAX_VOCAB, PRECISION, TOTAL};
 pub use history::History;
 pub use lane::LmParams;
 pub use predict::{LaneId, PredictError, Predictor, Request};
+pub use probe::numeric_probe;
 pub use tokens::{ByteVocab, Vocabulary};
 
 use llmpack_frame::Codec;

@@ -72,13 +72,17 @@ pub struct ContainerHeader {
     pub zstd_history: u32,
     /// The model that coded `lm` frames, or [`ModelId::NONE`].
     pub model: ModelId,
+    /// Hash of the frequency tables the model gave for a fixed probe input on
+    /// the packing machine (0 without a model). Same model id but another
+    /// probe means the two machines' arithmetic differs.
+    pub probe: u64,
     /// Length of the original input.
     pub total_len: u64,
 }
 
 impl ContainerHeader {
     /// Encoded length of the header.
-    pub const LEN: usize = 8 + 2 + 2 + 4 + 4 + 4 + 4 + 32 + 8 + 4;
+    pub const LEN: usize = 8 + 2 + 2 + 4 + 4 + 4 + 4 + 32 + 8 + 8 + 4;
 
     /// Writes the header.
     pub fn encode(&self, buf: &mut impl BufMut) {
@@ -98,6 +102,7 @@ impl ContainerHeader {
         buf.put_u32_le(self.keep);
         buf.put_u32_le(self.zstd_history);
         buf.put_slice(&self.model.0);
+        buf.put_u64_le(self.probe);
         buf.put_u64_le(self.total_len);
     }
 
@@ -127,6 +132,7 @@ impl ContainerHeader {
         let zstd_history = buf.get_u32_le();
         let mut model = [0u8; 32];
         buf.copy_to_slice(&mut model);
+        let probe = buf.get_u64_le();
         let total_len = buf.get_u64_le();
         let check = buf.get_u32_le();
         let h = ContainerHeader {
@@ -136,6 +142,7 @@ impl ContainerHeader {
             keep,
             zstd_history,
             model: ModelId(model),
+            probe,
             total_len,
         };
         let mut b = Vec::with_capacity(Self::LEN);
@@ -208,6 +215,7 @@ mod tests {
             keep: 256,
             zstd_history: 1 << 17,
             model: ModelId([7; 32]),
+            probe: 42,
             total_len: 1_000_003,
         }
     }
