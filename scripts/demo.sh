@@ -14,7 +14,7 @@ scripts/setup.sh
 . scripts/env.sh
 echo "== building llmpack (release)"
 cargo build --release -p llmpack --quiet
-LLMPACK="$REPO/target/release/llmpack"
+LLMPACK="${CARGO_TARGET_DIR:-$REPO/target}/release/llmpack"
 S="$REPO/.cache/samples"
 D="$REPO/.cache/demo"
 mkdir -p "$D"
