@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Train the small llama-style causal LM on training/data/tokens.bin (GPU, bf16 autocast).
+
+Architecture (names of the saved tensors follow GGUF/llama.cpp so tools/npz2onnx.py can
+build the project's ONNX graph): RMSNorm, RoPE (HF rotate_half, base 10000), MHA,
+SwiGLU, tied embedding / lm head.  Training stops after --minutes; the LR schedule is a
+function of elapsed time.  Writes OUT/weights.npz (fp32, best validation loss) and OUT/train.log.
+"""
+import argparse, math, os, sys, time, json
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--data", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
+ap.add_argument("--out", default=os.environ.get("OUT", "out"))
+ap.add_argument("--minutes", type=float, default=6.5)
+ap.add_argument("--vocab", type=int, default=4096)
+ap.add_argument("--dim", type=int, default=256)
+ap.add_argument("--layers", type=int, default=6)
+ap.add_argument("--heads", type=int, default=4)
+ap.add_argument("--ffn", type=int, default=640)
+ap.add_argument("--ctx", type=int, default=512)
+ap.add_argument("--batch", type=int, default=128)
+ap.add_argument("--lr", type=float, default=2e-3)
+ap.add_argument("--eval-every", type=float, default=30.0, help="seconds")
+args = ap.parse_args()
+os.makedirs(args.out, exist_ok=True)
+logf = open(os.path.join(args.out, "train.log"), "a")
+
+
+def log(*a):
+    s = " ".join(str(x) for x in a)
+    print(s, flush=True)
+    logf.write(s + "\n"); logf.flush()
+
+
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+torch.manual_seed(0)
+train = np.fromfile(os.path.join(args.data, "tokens.bin"), dtype=np.uint16)
+val = np.fromfile(os.path.join(args.data, "val.bin"), dtype=np.uint16)
+train_t = torch.from_numpy(train.astype(np.int64)).to(dev)
+val_t = torch.from_numpy(val.astype(np.int64)).to(dev)
+log(f"device {dev} train tokens {len(train)} val tokens {len(val)} args {vars(args)}")
+
+HD = args.dim // args.heads
+
+
+def rope_tables(T):
+    inv = 1.0 / (10000.0 ** (torch.arange(0, HD, 2, dtype=torch.float64) / HD))
+    f = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
+    ang = torch.cat([f, f], -1)
+    return ang.cos().float().to(dev), ang.sin().float().to(dev)
+
+
+COS, SIN = rope_tables(args.ctx)
+
+
+def rope(x):  # x [B,h,S,hd]
+    S = x.shape[2]
+    a, b = x[..., :HD // 2], x[..., HD // 2:]
+    rot = torch.cat([-b, a], -1)
+    return (x * COS[:S] + rot * SIN[:S]).to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d):
+        super().__init__(); self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype) * self.weight.to(x.dtype)
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        d = args.dim
+        self.attn_norm, self.ffn_norm = RMSNorm(d), RMSNorm(d)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
+        self.gate, self.up = nn.Linear(d, args.ffn, bias=False), nn.Linear(d, args.ffn, bias=False)
+        self.down = nn.Linear(args.ffn, d, bias=False)
+
+    def forward(self, x):
+        B, S, D = x.shape
+        h = self.attn_norm(x)
+        sh = lambda t: t.view(B, S, args.heads, HD).transpose(1, 2)
+        q, k, v = rope(sh(self.q(h))), rope(sh(self.k(h))), sh(self.v(h))
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.o(o.transpose(1, 2).reshape(B, S, D))
+        h = self.ffn_norm(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class LM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(args.vocab, args.dim)
+        self.blocks = nn.ModuleList(Block() for _ in range(args.layers))
+        self.norm = RMSNorm(args.dim)
+        nn.init.normal_(self.emb.weight, std=0.02)
+        for b in self.blocks:
+            for m in (b.q, b.k, b.v, b.gate, b.up):
+                nn.init.normal_(m.weight, std=0.02)
+            for m in (b.o, b.down):
+                nn.init.normal_(m.weight, std=0.02 / math.sqrt(2 * args.layers))
+
+    def forward(self, idx):
+        x = self.emb(idx)
+        for b in self.blocks:
+            x = b(x)
+        return self.norm(x) @ self.emb.weight.t().to(x.dtype)
+
+
+model = LM().to(dev)
+nparams = sum(p.numel() for p in model.parameters())
+log(f"params {nparams}")
+decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+nodecay = [p for n, p in model.named_parameters() if p.dim() < 2]
+opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0.0}],
+                        lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=(dev == "cuda"))
+
+
+def batch(src, B, gen=None):
+    ix = torch.randint(0, len(src) - args.ctx - 1, (B,), device=dev, generator=gen)
+    off = ix[:, None] + torch.arange(args.ctx + 1, device=dev)[None, :]
+    t = src[off]
+    return t[:, :-1], t[:, 1:]
+
+
+@torch.no_grad()
+def evaluate():
+    model.eval()
+    g = torch.Generator(device=dev); g.manual_seed(123)
+    tot = 0.0; n = 0
+    for _ in range(8):
+        x, y = batch(val_t, 32, g)
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=(dev == "cuda")):
+            lg = model(x)
+        tot += F.cross_entropy(lg.float().view(-1, args.vocab), y.reshape(-1), reduction="sum").item()
+        n += y.numel()
+    model.train()
+    return tot / n
+
+
+def save(path):
+    W = {"token_embd.weight": model.emb.weight, "output_norm.weight": model.norm.weight}
+    for i, b in enumerate(model.blocks):
+        p = f"blk.{i}."
+        W.update({p + "attn_norm.weight": b.attn_norm.weight, p + "ffn_norm.weight": b.ffn_norm.weight,
+                  p + "attn_q.weight": b.q.weight, p + "attn_k.weight": b.k.weight, p + "attn_v.weight": b.v.weight,
+                  p + "attn_output.weight": b.o.weight, p + "ffn_gate.weight": b.gate.weight,
+                  p + "ffn_up.weight": b.up.weight, p + "ffn_down.weight": b.down.weight})
+    W = {k: v.detach().float().cpu().numpy() for k, v in W.items()}
+    # two files (the device returns files of at most 16 MiB each): blocks of the first half + embedding/norm, rest
+    half = args.layers // 2
+    first = lambda k: not k.startswith("blk.") or int(k.split(".")[1]) < half
+    for suffix, keep in (("a", first), ("b", lambda k: not first(k))):
+        np.savez(path + ".tmp.npz", **{k: v for k, v in W.items() if keep(k)})
+        os.replace(path + ".tmp.npz", path.replace(".npz", f"_{suffix}.npz"))
+
+
+hp = dict(vocab=args.vocab, dim=args.dim, layers=args.layers, heads=args.heads, kv_heads=args.heads,
+          head_dim=HD, ffn=args.ffn, ctx=args.ctx, eps=1e-5, rope_base=10000.0, params=nparams)
+json.dump(hp, open(os.path.join(args.out, "hparams.json"), "w"), indent=1)
+
+budget = args.minutes * 60
+t0 = time.time(); last_eval = t0; step = 0; best = 1e9; tokens = 0; warm = 200
+while True:
+    el = time.time() - t0
+    frac = el / budget
+    if frac >= 1:
+        break
+    lr = args.lr * min(1.0, (step + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+    for g_ in opt.param_groups:
+        g_["lr"] = lr
+    x, y = batch(train_t, args.batch)
+    with torch.autocast(dev, dtype=torch.bfloat16, enabled=(dev == "cuda")):
+        lg = model(x)
+    loss = F.cross_entropy(lg.float().view(-1, args.vocab), y.reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    step += 1; tokens += x.numel()
+    if step == 20 or time.time() - last_eval > args.eval_every:
+        vl = evaluate()
+        last_eval = time.time()
+        log(f"step {step} t {last_eval - t0:.0f}s tokens {tokens} lr {lr:.2e} train {loss.item():.4f} "
+            f"val {vl:.4f} ({vl / math.log(2):.3f} bits/token) tok/s {tokens / (last_eval - t0):.0f}")
+        if vl < best:
+            best = vl; save(os.path.join(args.out, "weights.npz"))
+vl = evaluate()
+log(f"final step {step} tokens {tokens} time {time.time() - t0:.0f}s val {vl:.4f} ({vl / math.log(2):.3f} bits/token) best {best:.4f}")
+if vl <= best:
+    save(os.path.join(args.out, "weights.npz")); best = vl
+json.dump(dict(hp, steps=step, tokens=tokens, seconds=time.time() - t0, best_val_nats=best,
+               best_val_bits_per_token=best / math.log(2)), open(os.path.join(args.out, "hparams.json"), "w"), indent=1)
+log("done")

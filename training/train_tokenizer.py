@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Train the byte-level BPE tokenizer and tokenize the corpus.
+
+All 256 single-byte tokens are in the vocabulary (initial_alphabet = ByteLevel.alphabet()),
+<|endoftext|> is id 0 (BOS / document separator), <|escape|> id 1.
+Writes models/default/tokenizer.json and training/data/tokens.bin (uint16, documents
+separated by token 0) + training/data/val.bin (last 1% of documents).
+"""
+import os, sys
+import numpy as np
+from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+VOCAB = int(os.environ.get("VOCAB", 4096))
+EOT = "<|endoftext|>"
+
+
+def main():
+    text = open(os.path.join(HERE, "data", "corpus.txt"), encoding="utf-8").read()
+    docs = text.split(EOT)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tr = trainers.BpeTrainer(vocab_size=VOCAB, min_frequency=2, special_tokens=[EOT, "<|escape|>"],
+                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(docs, trainer=tr)
+    assert tok.token_to_id(EOT) == 0
+    out = os.path.join(ROOT, "models", "default")
+    os.makedirs(out, exist_ok=True)
+    tok.save(os.path.join(out, "tokenizer.json"))
+    # every single-byte token must exist
+    vocab = tok.get_vocab()
+    assert all(c in vocab for c in pre_tokenizers.ByteLevel.alphabet()), "missing byte tokens"
+    print("vocab", tok.get_vocab_size())
+    n_val = max(1, len(docs) // 100)
+    for name, part in (("tokens.bin", docs[:-n_val]), ("val.bin", docs[-n_val:])):
+        ids = []
+        for enc in tok.encode_batch(part, add_special_tokens=False):
+            ids.append(0)
+            ids.extend(enc.ids)
+        a = np.array(ids, dtype=np.uint16)
+        a.tofile(os.path.join(HERE, "data", name))
+        nb = sum(len(d.encode()) for d in part)
+        print(name, len(a), "tokens", nb, "bytes", f"{nb / len(a):.2f} bytes/token")
+
+
+if __name__ == "__main__":
+    main()
