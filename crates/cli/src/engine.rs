@@ -180,8 +180,8 @@ struct Cursor {
 impl Cursor {
     fn chunk(&self, frame_len: u32) -> Option<(u64, usize)> {
         (self.next < self.end).then(|| {
-            let n = (self.end - self.next).min(u64::from(frame_len));
-            (self.next, usize::try_from(n).expect("<= frame_len"))
+            let n = llmpack_frame::next_frame_len(self.end - self.next, frame_len);
+            (self.next, usize::try_from(n).expect("<= MAX_FRAME_LEN"))
         })
     }
 }
@@ -527,7 +527,7 @@ impl<'a> UnpackJob<'a> {
                     h.orig_len
                 );
             }
-            // payload_len <= orig_len <= frame_len: bounded by the header checks.
+            // payload_len <= MAX_PAYLOAD_LEN: bounded by the header checks.
             let mut payload = vec![0u8; h.payload_len as usize];
             read_full(&mut *self.src, &mut payload, "a frame payload")?;
             d.push(h, payload);

@@ -1,12 +1,15 @@
 //! `llmpack`: lossless compression of byte streams with a language model.
 //!
-//! Subcommands: `pack` / `unpack` (files), `eval` (bits per byte against
-//! zstd, xz and brotli, with round-trip checks and throughput).
+//! Subcommands: `sender` / `receiver` (the tunnel's two proxies, from config
+//! files), `check-config`, `keygen`, `pack` / `unpack` (files), `eval` (bits
+//! per byte against zstd, xz and brotli, with round-trip checks and
+//! throughput).
 
 mod engine;
 mod eval;
 mod model;
 mod size;
+mod tunnel;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -55,6 +58,38 @@ enum Cmd {
     /// Measure bits per byte of the model against zstd -19, xz -9e and
     /// brotli -11 on files, with byte-exact round trips.
     Eval(eval::EvalArgs),
+    /// Run the sending proxy: accept local TCP clients on each tunnel's
+    /// address and carry them over the QUIC link to the receiver.
+    Sender {
+        /// The config file (see config/sender.example.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the receiving proxy: accept the link and dial each tunnel's target.
+    Receiver {
+        /// The config file (see config/receiver.example.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a config file and print what it sets up.
+    CheckConfig {
+        /// The config file.
+        config: PathBuf,
+    },
+    /// Make a self-signed certificate and key for one end of a link
+    /// (NAME.crt, NAME.key).
+    Keygen {
+        /// Directory to write into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// File name stem, e.g. sender or receiver.
+        #[arg(long)]
+        name: String,
+        /// Name the certificate carries; a receiver's must equal the
+        /// sender's link.server_name.
+        #[arg(long, default_value = "llmpack")]
+        server_name: String,
+    },
 }
 
 /// How inputs are cut and coded.
@@ -105,11 +140,18 @@ fn parse_policy(s: &str) -> Result<Policy, String> {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    let default_level = match cli.cmd {
+        Cmd::Sender { .. } | Cmd::Receiver { .. } => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Pack {
             input,
@@ -123,6 +165,14 @@ fn main() {
             model,
         } => unpack(&input, &output, &model),
         Cmd::Eval(args) => eval::run(&args),
+        Cmd::Sender { config } => tunnel::serve(&config, llmpack_proxy::config::Role::Sender),
+        Cmd::Receiver { config } => tunnel::serve(&config, llmpack_proxy::config::Role::Receiver),
+        Cmd::CheckConfig { config } => tunnel::check(&config),
+        Cmd::Keygen {
+            out,
+            name,
+            server_name,
+        } => tunnel::keygen(&out, &name, &server_name),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,12 +1,10 @@
 //! Locating and loading the model for a command.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use llmpack_codec::Vocabulary;
-use llmpack_model::{HfVocab, ModelDir, OnnxPredictor};
+use llmpack_model::OnnxPredictor;
 
 use crate::engine::{ModelHandle, ModelSpec};
 
@@ -49,21 +47,14 @@ impl Loaded {
                 format!("model directory {DEFAULT_MODEL} not found; run `scripts/setup.sh` to build it, or pass --model DIR")
             })?,
         };
-        let dir =
-            ModelDir::open(&path).with_context(|| format!("opening model {}", path.display()))?;
-        llmpack_model::init_runtime(args.ort_lib.clone())?;
-        let m = &dir.manifest.model;
-        let vocab = HfVocab::load(&dir.tokenizer_path(), m.vocab_size, m.bos_token_id)?;
-        let mut predictor = OnnxPredictor::load(&dir, args.threads)
-            .with_context(|| format!("loading {}", dir.onnx_path().display()))?;
-        let vocab: Arc<dyn Vocabulary> = Arc::new(vocab);
-        let probe = llmpack_codec::numeric_probe(&mut predictor, &*vocab, u64::MAX)
-            .context("running the numeric probe")?;
+        let m = llmpack_model::load_model(&path, args.threads, args.ort_lib.clone())
+            .with_context(|| format!("loading model {}", path.display()))?;
         let spec = ModelSpec {
-            vocab,
-            id: dir.id,
-            probe,
+            vocab: m.vocab,
+            id: m.dir.id,
+            probe: m.probe,
         };
+        let predictor = m.predictor;
         Ok(Loaded { spec, predictor })
     }
 

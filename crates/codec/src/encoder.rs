@@ -110,6 +110,14 @@ impl StreamEncoder {
     /// Starts coding one frame. Panics if the previous frame was not taken
     /// or `data` is longer than [`MAX_FRAME_LEN`] (caller bugs).
     pub fn push(&mut self, data: Vec<u8>) {
+        self.push_with(data, true);
+    }
+
+    /// [`Self::push`], with `allow_model = false` to code this one frame
+    /// without the model (zstd or raw) even where the policy would try it:
+    /// what a caller does when the model cannot finish the frame in time.
+    /// The frame's tokens then stay out of the model context, on both ends.
+    pub fn push_with(&mut self, data: Vec<u8>, allow_model: bool) {
         assert!(!self.busy(), "push while a frame is in progress");
         assert!(data.len() <= MAX_FRAME_LEN as usize, "frame too long");
         let sum = checksum(&data);
@@ -123,7 +131,8 @@ impl StreamEncoder {
         };
         self.history.push(&data);
         let fallback_len = fallback.1.as_ref().map_or(data.len(), Vec::len);
-        let try_lm = self.lane.is_some()
+        let try_lm = allow_model
+            && self.lane.is_some()
             && !data.is_empty()
             && match self.cfg.policy {
                 Policy::Lm => true,

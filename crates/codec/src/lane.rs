@@ -164,7 +164,9 @@ impl LmLane {
     }
 }
 
-/// The lane a coder with `cfg` needs, if it uses a model at all.
+/// The lane a coder with `cfg` needs, if it uses a model at all. A primer
+/// longer than the context rule allows keeps only its last tokens that fit
+/// (`window - keep - 2`), so any primer bytes give a valid lane.
 pub(crate) fn new_lane(
     id: LaneId,
     lm: Option<LmParams>,
@@ -174,6 +176,10 @@ pub(crate) fn new_lane(
     let params = lm?;
     let mut tokens = Vec::new();
     vocab.tokenize(primer, &mut tokens);
+    let room = (params.window as usize).saturating_sub(params.keep as usize + 2);
+    if tokens.len() > room {
+        tokens.drain(..tokens.len() - room);
+    }
     Some(LmLane::new(
         id,
         params,

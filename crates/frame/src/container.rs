@@ -5,7 +5,8 @@
 //!          | window u32 | keep u32 | zstd_history u32 | model id [32]
 //!          | total_len u64 | check u32 (low half of xxh3-64 of the
 //!          preceding header bytes)                          (little-endian)
-//! frames   round r = frame r of every lane that still has bytes, in lane order;
+//! frames   round r = frame r of every lane that still has bytes, in lane order
+//!          (frame lengths: see [`next_frame_len`]);
 //!          lane i covers bytes [total*i/lanes, total*(i+1)/lanes) of the input
 //! trailer  SHA-256 of the whole original [32], then end of file
 //! ```
@@ -19,7 +20,7 @@ use crate::{Error, MAX_FRAME_LEN, Result, need};
 /// First bytes of every pack file.
 pub const MAGIC: [u8; 8] = *b"LLMPACK\0";
 /// Container version this build writes and reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Most lanes (independently coded parts of one input) a file may declare.
 pub const MAX_LANES: u16 = 64;
 /// Longest model context window a file may declare, in tokens.
@@ -187,6 +188,21 @@ impl ContainerHeader {
     }
 }
 
+/// Length of the next frame of a lane with `remaining` bytes left, in a
+/// container with frames of `frame_len` bytes: `frame_len`, except that a
+/// lane's last frame absorbs a remainder of up to a quarter frame (never past
+/// [`MAX_FRAME_LEN`]) instead of leaving a tiny tail frame whose header would
+/// cost more than its bytes.
+pub fn next_frame_len(remaining: u64, frame_len: u32) -> u32 {
+    let absorb = u64::from(frame_len) + u64::from(frame_len / 4);
+    let n = if remaining <= absorb {
+        remaining
+    } else {
+        u64::from(frame_len)
+    };
+    u32::try_from(n.min(u64::from(MAX_FRAME_LEN))).unwrap_or(MAX_FRAME_LEN)
+}
+
 fn header_check(fields: &[u8]) -> u32 {
     let h = xxhash_rust::xxh3::xxh3_64(fields);
     u32::try_from(h & 0xffff_ffff).expect("masked to 32 bits")
@@ -206,6 +222,19 @@ pub fn lane_range(total: u64, lanes: u16, i: u16) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_frame_absorbs_a_small_tail() {
+        assert_eq!(next_frame_len(16386, 16384), 16386);
+        assert_eq!(next_frame_len(20480, 16384), 20480);
+        assert_eq!(next_frame_len(20481, 16384), 16384);
+        assert_eq!(next_frame_len(100, 16384), 100);
+        assert_eq!(next_frame_len(u64::MAX, MAX_FRAME_LEN), MAX_FRAME_LEN);
+        assert_eq!(
+            next_frame_len(u64::from(MAX_FRAME_LEN) + 5, MAX_FRAME_LEN),
+            MAX_FRAME_LEN
+        );
+    }
 
     fn header() -> ContainerHeader {
         ContainerHeader {

@@ -1,5 +1,5 @@
-//! LLMPack wire format: the frame header every coded chunk carries, the `pack`
-//! file container, and the limits that bound everything a peer or a file can
+//! LLMPack wire format: the frame header every coded chunk carries, the
+//! messages of a tunnel stream, the `pack` file container, and the limits that bound everything a peer or a file can
 //! make us allocate.
 //!
 //! This crate is plain data and parsing. It must not depend on the codec, the
@@ -12,11 +12,14 @@
 
 mod container;
 mod frame;
+mod stream;
 
 pub use container::{
     ContainerHeader, MAGIC, MAX_LANES, MAX_WINDOW, MAX_ZSTD_HISTORY, ModelId, VERSION, lane_range,
+    next_frame_len,
 };
 pub use frame::{Codec, FRAME_HEADER_LEN, FrameHeader, MAX_FRAME_LEN, MAX_PAYLOAD_LEN};
+pub use stream::{MAX_REASON_LEN, MAX_TUNNEL_NAME, Msg};
 
 /// Errors from parsing wire data.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -7,11 +7,13 @@
 #![warn(missing_docs)]
 
 mod dir;
+mod load;
 mod onnx;
 mod runtime;
 mod vocab;
 
 pub use dir::{Manifest, ModelDir, find_in_project};
+pub use load::{LoadedModel, load_model};
 pub use onnx::{OnnxPredictor, PredictorStats};
 pub use runtime::{ORT_VERSION, init_runtime, ort_library_path};
 pub use vocab::HfVocab;

@@ -1,0 +1,670 @@
+//! One tunnelled TCP connection: both directions over one QUIC stream.
+//!
+//! Four futures run together per connection (on one task):
+//! - the **reader** parses the peer's [`Msg`]s and routes them: frames to the
+//!   decode pump, acknowledgements and resend requests to the encode pump;
+//! - the **encode pump** cuts what the local socket sends into frames (size
+//!   cap or idle deadline), codes them (the model through the scheduler when
+//!   it can finish in time, zstd or raw otherwise) and keeps every frame until
+//!   the peer acknowledges it, so that a frame that fails at the peer can be
+//!   resent model-free;
+//! - the **decode pump** decodes the peer's frames, writes verified bytes to
+//!   the local socket, acknowledges them, and asks for a resend when a frame
+//!   fails its checksum;
+//! - the **writer** puts both pumps' messages on the QUIC stream.
+//!
+//! Memory per connection is bounded: at most `limits.buffer` bytes read from
+//! the socket and not yet acknowledged, one frame being decoded, and small
+//! bounded channels between the futures.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures::FutureExt;
+use llmpack_codec::{
+    ByteVocab, DecodeError, EncodedFrame, LaneId, LmParams, Policy, StreamConfig, StreamDecoder,
+    StreamEncoder, Vocabulary,
+};
+use llmpack_frame::{FrameHeader, MAX_FRAME_LEN, Msg};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::sched::{SchedError, Scheduler, Work};
+
+/// Bytes of a direction's history that a rebuilt model context starts from
+/// after a failed frame (on top of the tunnel's primer).
+const REBUILD_TAIL: usize = 1024;
+
+/// QUIC application error code for a stream reset by LLMPack.
+pub const RESET_CODE: u32 = 1;
+
+/// What one tunnel's connections are coded with; fixed per link.
+#[derive(Debug)]
+pub struct Coding {
+    /// The tunnel's name (metrics label, logs).
+    pub tunnel: String,
+    /// `proxy` role label for metrics: "sender" or "receiver".
+    pub role: &'static str,
+    /// Codecs this end sends with.
+    pub policy: Policy,
+    /// Text both ends start the model context from.
+    pub primer: Vec<u8>,
+    /// The model context rule; `None` when the link has no model coding.
+    pub lm: Option<LmParams>,
+    /// zstd level for zstd frames.
+    pub zstd_level: i32,
+    /// The model's vocabulary, or bytes when there is no model.
+    pub vocab: Arc<dyn Vocabulary>,
+    /// The scheduler of the model instance, if model coding is on.
+    pub sched: Option<Scheduler>,
+    /// Frames go model-free when the model would take longer than this.
+    pub max_delay: Duration,
+    /// Buffering and framing limits.
+    pub limits: Limits,
+}
+
+/// Framing and buffering limits of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Frame size cap, bytes.
+    pub frame: usize,
+    /// Most bytes read from the socket and not yet acknowledged by the peer.
+    pub buffer: usize,
+    /// A partial frame goes out when the socket has been quiet this long.
+    pub flush_idle: Duration,
+    /// ... or when its first byte has waited this long.
+    pub flush_max: Duration,
+}
+
+/// Why a connection ended abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// The local socket failed.
+    #[error("socket: {0}")]
+    Socket(#[from] std::io::Error),
+    /// The QUIC stream failed (link lost, peer reset the stream).
+    #[error("link stream: {0}")]
+    Stream(String),
+    /// The peer sent something that breaks the stream protocol.
+    #[error("peer protocol error: {0}")]
+    Protocol(String),
+    /// The receiver refused the connection.
+    #[error("refused by the receiver: {0}")]
+    Refused(String),
+    /// The model scheduler failed.
+    #[error(transparent)]
+    Sched(#[from] SchedError),
+}
+
+impl Coding {
+    fn stream_config(&self, policy: Policy, lm: bool) -> StreamConfig {
+        StreamConfig {
+            policy,
+            zstd_level: self.zstd_level,
+            lm: if lm { self.lm } else { None },
+            ..StreamConfig::default()
+        }
+    }
+
+    fn lane(&self) -> LaneId {
+        self.sched.as_ref().map_or(0, Scheduler::new_lane)
+    }
+
+    fn release(&self, lane: Option<LaneId>) {
+        if let (Some(s), Some(l)) = (&self.sched, lane) {
+            s.release(l);
+        }
+    }
+
+    fn encoder(&self, primer: &[u8]) -> Box<StreamEncoder> {
+        let cfg = self.stream_config(self.policy, self.lm.is_some());
+        Box::new(StreamEncoder::new(
+            self.lane(),
+            cfg,
+            self.vocab.clone(),
+            primer,
+        ))
+    }
+
+    fn decoder(&self, primer: &[u8]) -> Box<StreamDecoder> {
+        let cfg = self.stream_config(Policy::Auto, self.lm.is_some());
+        Box::new(StreamDecoder::new(
+            self.lane(),
+            &cfg,
+            self.vocab.clone(),
+            primer,
+        ))
+    }
+
+    /// The coders of a model-free resend (no lane, fresh zstd history).
+    fn resend_config(&self) -> StreamConfig {
+        self.stream_config(Policy::Zstd, false)
+    }
+
+    fn rebuilt_primer(&self, tail: &[u8]) -> Vec<u8> {
+        let mut p = self.primer.clone();
+        p.extend_from_slice(tail);
+        p
+    }
+
+    fn count_frame(&self, dir: &'static str, f: &FrameHeader) {
+        let codec = f.codec.name();
+        let labels = [
+            ("tunnel", self.tunnel.clone()),
+            ("role", self.role.to_string()),
+            ("direction", dir.to_string()),
+            ("codec", codec.to_string()),
+        ];
+        metrics::counter!("llmpack_frames_total", &labels).increment(1);
+        metrics::counter!("llmpack_frame_bytes_in_total", &labels).increment(u64::from(f.orig_len));
+        metrics::counter!("llmpack_frame_bytes_out_total", &labels)
+            .increment(u64::from(f.payload_len) + llmpack_frame::FRAME_HEADER_LEN as u64);
+        if f.orig_len > 0 {
+            let bpb = 8.0 * f64::from(f.payload_len) / f64::from(f.orig_len);
+            metrics::histogram!("llmpack_frame_bits_per_byte", &labels).record(bpb);
+        }
+    }
+
+    fn count_bytes(&self, name: &'static str, dir: &'static str, n: usize) {
+        metrics::counter!(name, "tunnel" => self.tunnel.clone(), "role" => self.role, "direction" => dir)
+            .increment(n as u64);
+    }
+}
+
+/// Appends `data` to a bounded tail buffer.
+fn push_tail(tail: &mut Vec<u8>, data: &[u8]) {
+    tail.extend_from_slice(data);
+    if tail.len() > REBUILD_TAIL {
+        tail.drain(..tail.len() - REBUILD_TAIL);
+    }
+}
+
+/// Control messages for the encode pump.
+#[derive(Debug)]
+enum Ctl {
+    Ack(u64),
+    Resend(u64),
+}
+
+/// Carries one connection until both directions are done. `expect_opened`:
+/// this end sent `Open` and the peer's first message must be `Opened`.
+/// On error, the caller resets the stream and the socket.
+pub async fn carry(
+    tcp: &mut TcpStream,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    coding: &Coding,
+    expect_opened: bool,
+    initial: BytesMut,
+) -> Result<(), ConnError> {
+    let (rd, wr) = tcp.split();
+    let (out_tx, out_rx) = mpsc::channel::<Msg>(64);
+    let (in_tx, in_rx) = mpsc::channel::<Msg>(4);
+    let (ctl_tx, ctl_rx) = mpsc::channel::<Ctl>(1024);
+    tokio::try_join!(
+        reader(recv, initial, in_tx, ctl_tx, expect_opened, coding),
+        writer(send, out_rx, coding),
+        encode_pump(rd, ctl_rx, out_tx.clone(), coding),
+        decode_pump(wr, in_rx, out_tx, coding),
+    )?;
+    Ok(())
+}
+
+async fn reader(
+    recv: &mut quinn::RecvStream,
+    mut buf: BytesMut,
+    frames: mpsc::Sender<Msg>,
+    ctl: mpsc::Sender<Ctl>,
+    mut expect_opened: bool,
+    coding: &Coding,
+) -> Result<(), ConnError> {
+    let max_msg = MAX_FRAME_LEN as usize + 64;
+    loop {
+        // Parse every whole message in the buffer.
+        loop {
+            let mut cur = &buf[..];
+            let msg = match Msg::decode(&mut cur) {
+                Ok(m) => m,
+                Err(llmpack_frame::Error::Incomplete { .. }) => break,
+                Err(e) => return Err(ConnError::Protocol(e.to_string())),
+            };
+            let used = buf.len() - cur.len();
+            buf.advance(used);
+            if expect_opened {
+                match msg {
+                    Msg::Opened => {
+                        expect_opened = false;
+                        continue;
+                    }
+                    Msg::Refused { reason } => return Err(ConnError::Refused(reason)),
+                    m => {
+                        return Err(ConnError::Protocol(format!("expected Opened, got {m:?}")));
+                    }
+                }
+            }
+            match msg {
+                Msg::Frame { .. } | Msg::Restart { .. } | Msg::Fin => {
+                    if let Msg::Frame { header, .. } = &msg {
+                        coding.count_bytes(
+                            "llmpack_link_bytes_total",
+                            "in",
+                            header.payload_len as usize + llmpack_frame::FRAME_HEADER_LEN + 1,
+                        );
+                    }
+                    frames
+                        .send(msg)
+                        .await
+                        .map_err(|_| ConnError::Protocol("data after the peer's Fin".into()))?;
+                }
+                Msg::Ack { seq } => {
+                    let _ = ctl.send(Ctl::Ack(seq)).await;
+                }
+                Msg::Resend { seq } => {
+                    let _ = ctl.send(Ctl::Resend(seq)).await;
+                }
+                m => return Err(ConnError::Protocol(format!("unexpected {m:?}"))),
+            }
+        }
+        if buf.len() > max_msg {
+            return Err(ConnError::Protocol("message larger than any frame".into()));
+        }
+        match recv.read_chunk(64 << 10, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                if !buf.is_empty() {
+                    return Err(ConnError::Protocol("stream ends inside a message".into()));
+                }
+                if expect_opened {
+                    return Err(ConnError::Refused("the receiver closed the stream".into()));
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(ConnError::Stream(e.to_string())),
+        }
+    }
+}
+
+async fn writer(
+    send: &mut quinn::SendStream,
+    mut rx: mpsc::Receiver<Msg>,
+    coding: &Coding,
+) -> Result<(), ConnError> {
+    let mut buf = Vec::with_capacity(64 << 10);
+    while let Some(m) = rx.recv().await {
+        buf.clear();
+        m.encode(&mut buf);
+        // Coalesce what is already queued into one write.
+        while buf.len() < (64 << 10) {
+            match rx.try_recv() {
+                Ok(m) => m.encode(&mut buf),
+                Err(_) => break,
+            }
+        }
+        send.write_all(&buf)
+            .await
+            .map_err(|e| ConnError::Stream(e.to_string()))?;
+        coding.count_bytes("llmpack_link_bytes_total", "out", buf.len());
+    }
+    send.finish()
+        .map_err(|e| ConnError::Stream(e.to_string()))?;
+    Ok(())
+}
+
+type Coded = Pin<Box<dyn Future<Output = Result<Work, SchedError>> + Send>>;
+
+/// The sending direction's state.
+struct Outbound<'a> {
+    coding: &'a Coding,
+    enc: Option<Box<StreamEncoder>>,
+    out: mpsc::Sender<Msg>,
+    next_seq: u64,
+    /// Frames sent and not yet acknowledged: sequence number and bytes.
+    unacked: VecDeque<(u64, Vec<u8>)>,
+    unacked_bytes: usize,
+    /// The last bytes of everything framed so far.
+    tail: Vec<u8>,
+}
+
+impl Outbound<'_> {
+    async fn send_frame(&mut self, f: EncodedFrame, data: Vec<u8>) -> Result<(), ConnError> {
+        self.coding.count_frame("out", &f.header);
+        push_tail(&mut self.tail, &data);
+        self.unacked_bytes += data.len();
+        self.unacked.push_back((self.next_seq, data));
+        self.next_seq += 1;
+        self.msg(Msg::Frame {
+            header: f.header,
+            payload: f.payload,
+        })
+        .await
+    }
+
+    async fn msg(&self, m: Msg) -> Result<(), ConnError> {
+        self.out
+            .send(m)
+            .await
+            .map_err(|_| ConnError::Stream("writer stopped".into()))
+    }
+
+    fn ack(&mut self, seq: u64) {
+        while let Some((s, d)) = self.unacked.front() {
+            if *s > seq {
+                break;
+            }
+            self.unacked_bytes -= d.len();
+            self.unacked.pop_front();
+        }
+    }
+
+    /// The peer could not decode frame `seq`: resend it and every later
+    /// frame model-free, then go on with a context rebuilt from the bytes.
+    async fn restart(&mut self, seq: u64) -> Result<(), ConnError> {
+        let first = self.unacked.front().map(|(s, _)| *s);
+        if first.is_none_or(|f| seq < f) || seq >= self.next_seq {
+            return Err(ConnError::Protocol(format!(
+                "resend of frame {seq}, which is not outstanding"
+            )));
+        }
+        let frames = u32::try_from(self.next_seq - seq)
+            .map_err(|_| ConnError::Protocol("resend too long".into()))?;
+        tracing::warn!(
+            tunnel = %self.coding.tunnel, seq, frames,
+            "peer failed to decode a frame; resending model-free and rebuilding the context"
+        );
+        metrics::counter!("llmpack_resends_total", "tunnel" => self.coding.tunnel.clone(), "role" => self.coding.role)
+            .increment(1);
+        self.msg(Msg::Restart { seq, frames }).await?;
+        let mut free = StreamEncoder::new(
+            0,
+            self.coding.resend_config(),
+            Arc::new(ByteVocab::default()),
+            b"",
+        );
+        let resend: Vec<Vec<u8>> = self
+            .unacked
+            .iter()
+            .filter(|(s, _)| *s >= seq)
+            .map(|(_, d)| d.clone())
+            .collect();
+        for data in resend {
+            free.push(data);
+            let f = free.take_frame().expect("model-free frames finish in push");
+            self.coding.count_frame("out", &f.header);
+            self.msg(Msg::Frame {
+                header: f.header,
+                payload: f.payload,
+            })
+            .await?;
+        }
+        if let Some(old) = self.enc.take() {
+            self.coding.release(old.lane());
+        }
+        self.enc = Some(self.coding.encoder(&self.coding.rebuilt_primer(&self.tail)));
+        Ok(())
+    }
+}
+
+async fn encode_pump<R: AsyncRead + Unpin>(
+    mut rd: R,
+    mut ctl: mpsc::Receiver<Ctl>,
+    out: mpsc::Sender<Msg>,
+    coding: &Coding,
+) -> Result<(), ConnError> {
+    let limits = coding.limits;
+    let mut o = Outbound {
+        coding,
+        enc: Some(coding.encoder(&coding.primer)),
+        out,
+        next_seq: 0,
+        unacked: VecDeque::new(),
+        unacked_bytes: 0,
+        tail: Vec::new(),
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let mut first_at = Instant::now();
+    let mut last_read = Instant::now();
+    let mut eof = false;
+    let mut fin_sent = false;
+    let mut in_flight: Option<(Coded, Vec<u8>)> = None;
+    let mut deferred_resend: Option<u64> = None;
+    let mut read_buf = vec![0u8; 64 << 10];
+    let result = loop {
+        if in_flight.is_none() {
+            if let Some(seq) = deferred_resend.take() {
+                o.restart(seq).await?;
+            }
+            if eof && pending.is_empty() {
+                if !fin_sent {
+                    o.msg(Msg::Fin).await?;
+                    fin_sent = true;
+                }
+                if o.unacked.is_empty() {
+                    break Ok(());
+                }
+            }
+            let now = Instant::now();
+            let due = !pending.is_empty()
+                && (pending.len() >= limits.frame
+                    || eof
+                    || now >= last_read + limits.flush_idle
+                    || now >= first_at + limits.flush_max);
+            if due {
+                let n = pending.len().min(limits.frame);
+                let data: Vec<u8> = pending.drain(..n).collect();
+                if !pending.is_empty() {
+                    first_at = Instant::now();
+                }
+                let allow = coding
+                    .sched
+                    .as_ref()
+                    .is_some_and(|s| s.estimate(n) <= coding.max_delay);
+                let mut enc = o.enc.take().expect("encoder present between frames");
+                enc.push_with(data.clone(), allow);
+                match enc.take_frame() {
+                    Some(f) => {
+                        o.enc = Some(enc);
+                        o.send_frame(f, data).await?;
+                    }
+                    None => {
+                        let sched = coding.sched.clone().expect("lm frames need the scheduler");
+                        let fut: Coded =
+                            Box::pin(async move { sched.run(Work::Encode(enc)).await });
+                        in_flight = Some((fut, data));
+                    }
+                }
+                continue;
+            }
+        }
+        let room = o.unacked_bytes + pending.len() < limits.buffer && pending.len() < limits.frame;
+        let deadline = if pending.is_empty() {
+            Instant::now() + Duration::from_secs(3600)
+        } else {
+            (last_read + limits.flush_idle).min(first_at + limits.flush_max)
+        };
+        tokio::select! {
+            c = ctl.recv() => match c {
+                Some(Ctl::Ack(seq)) => o.ack(seq),
+                Some(Ctl::Resend(seq)) => {
+                    if in_flight.is_some() {
+                        deferred_resend = Some(seq);
+                    } else {
+                        o.restart(seq).await?;
+                    }
+                }
+                None => {
+                    if eof && pending.is_empty() && o.unacked.is_empty() && in_flight.is_none() {
+                        break Ok(());
+                    }
+                    break Err(ConnError::Stream("the peer closed the stream before acknowledging our data".into()));
+                }
+            },
+            r = rd.read(&mut read_buf), if !eof && room => {
+                let n = r?;
+                if n == 0 {
+                    eof = true;
+                } else {
+                    if pending.is_empty() {
+                        first_at = Instant::now();
+                    }
+                    last_read = Instant::now();
+                    pending.extend_from_slice(&read_buf[..n]);
+                    coding.count_bytes("llmpack_app_bytes_total", "in", n);
+                }
+            }
+            w = async { in_flight.as_mut().expect("guarded").0.as_mut().await }, if in_flight.is_some() => {
+                let (_, data) = in_flight.take().expect("guarded");
+                let Work::Encode(mut enc) = w? else {
+                    unreachable!("an encoder comes back as an encoder")
+                };
+                let f = enc.take_frame().expect("the scheduler returns finished frames");
+                o.enc = Some(enc);
+                o.send_frame(f, data).await?;
+            }
+            _ = tokio::time::sleep_until(deadline), if !pending.is_empty() => {}
+        }
+    };
+    if let Some(enc) = o.enc.take() {
+        coding.release(enc.lane());
+    }
+    result
+}
+
+async fn decode_pump<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut frames: mpsc::Receiver<Msg>,
+    out: mpsc::Sender<Msg>,
+    coding: &Coding,
+) -> Result<(), ConnError> {
+    let send = |m: Msg| {
+        let out = out.clone();
+        async move {
+            out.send(m)
+                .await
+                .map_err(|_| ConnError::Stream("writer stopped".into()))
+        }
+    };
+    let mut dec = coding.decoder(&coding.primer);
+    // Frames of a model-free resend still to come; `dec` decodes them.
+    let mut resend_left: u32 = 0;
+    let mut expect: u64 = 0;
+    let mut discarding: Option<u64> = None;
+    let mut tail: Vec<u8> = Vec::new();
+    let result = loop {
+        let Some(msg) = frames.recv().await else {
+            break Err(ConnError::Stream(
+                "the peer's stream ended without Fin".into(),
+            ));
+        };
+        match msg {
+            Msg::Frame { header, payload } => {
+                if discarding.is_some() {
+                    continue;
+                }
+                coding.count_frame("in", &header);
+                dec.push(header, payload);
+                let output = match dec.take_output() {
+                    Some(o) => o,
+                    None => {
+                        let sched = coding
+                            .sched
+                            .as_ref()
+                            .expect("decoders have a lane only with a scheduler");
+                        let Work::Decode(d) = sched.run(Work::Decode(dec)).await? else {
+                            unreachable!("a decoder comes back as a decoder")
+                        };
+                        dec = d;
+                        dec.take_output().expect("finished frames have output")
+                    }
+                };
+                match output {
+                    Ok(data) => {
+                        wr.write_all(&data).await?;
+                        coding.count_bytes("llmpack_app_bytes_total", "out", data.len());
+                        push_tail(&mut tail, &data);
+                        send(Msg::Ack { seq: expect }).await?;
+                        expect += 1;
+                        if resend_left > 0 {
+                            resend_left -= 1;
+                            if resend_left == 0 {
+                                dec = coding.decoder(&coding.rebuilt_primer(&tail));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        log_failure(coding, expect, &e);
+                        send(Msg::Resend { seq: expect }).await?;
+                        discarding = Some(expect);
+                    }
+                }
+            }
+            Msg::Restart { seq, frames: n } => {
+                if discarding != Some(seq) {
+                    break Err(ConnError::Protocol(format!(
+                        "restart at frame {seq} that was not asked for"
+                    )));
+                }
+                discarding = None;
+                expect = seq;
+                coding.release(dec.lane());
+                resend_left = n;
+                dec = if n == 0 {
+                    coding.decoder(&coding.rebuilt_primer(&tail))
+                } else {
+                    Box::new(StreamDecoder::new(
+                        0,
+                        &coding.resend_config(),
+                        Arc::new(ByteVocab::default()),
+                        b"",
+                    ))
+                };
+            }
+            Msg::Fin => {
+                if discarding.is_some() {
+                    // The resend comes first, and a Fin after it.
+                    continue;
+                }
+                wr.shutdown().await?;
+                break Ok(());
+            }
+            m => break Err(ConnError::Protocol(format!("unexpected {m:?}"))),
+        }
+    };
+    coding.release(dec.lane());
+    result
+}
+
+fn log_failure(coding: &Coding, seq: u64, e: &DecodeError) {
+    tracing::warn!(
+        tunnel = %coding.tunnel, seq, error = %e,
+        "frame failed to decode; asking for a model-free resend"
+    );
+    metrics::counter!("llmpack_decode_failures_total", "tunnel" => coding.tunnel.clone(), "role" => coding.role)
+        .increment(1);
+}
+
+/// Resets the stream and the socket after a failed connection.
+pub fn abort(tcp: &TcpStream, send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) {
+    let code = quinn::VarInt::from_u32(RESET_CODE);
+    let _ = send.reset(code);
+    let _ = recv.stop(code);
+    // Zero linger makes the close below send a TCP reset.
+    #[allow(deprecated)]
+    let _ = tcp.set_linger(Some(Duration::ZERO));
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>(_: T) {}
+    let _ = |c: &'static Coding,
+             t: &'static mut TcpStream,
+             s: &'static mut quinn::SendStream,
+             r: &'static mut quinn::RecvStream| {
+        is_send(carry(t, s, r, c, false, BytesMut::new()).boxed());
+    };
+}

@@ -1,0 +1,276 @@
+//! The receiver role: accepts the QUIC link from authenticated senders and,
+//! for each stream, dials the one target its own config names for that
+//! tunnel: never an open proxy.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::{Buf, BytesMut};
+use llmpack_frame::Msg;
+use llmpack_transport::{Identity, ServerAuth, ServerPolicy, server_endpoint, server_handshake};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::config::{Config, TunnelConfig};
+use crate::conn::{abort, carry};
+use crate::run::{Running, Shared, running, transport_tuning};
+
+/// How long a new stream may take to name its tunnel.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long dialling a target may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `Open` message (tag, name length, name, check, window, keep).
+const MAX_OPEN_LEN: usize = 2 + llmpack_frame::MAX_TUNNEL_NAME + 16;
+
+type Tunnels = Arc<HashMap<String, TunnelConfig>>;
+
+pub(crate) async fn start(
+    config: Config,
+    shared: Arc<Shared>,
+    mut tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+    _stop_rx: watch::Receiver<bool>,
+    metrics: Option<SocketAddr>,
+) -> Result<Running> {
+    let lc = &config.link;
+    let listen = lc
+        .listen
+        .context("link.listen: a receiver needs an address")?;
+    let id = lc
+        .identity
+        .as_ref()
+        .context("link.certificate: a receiver needs a certificate and key")?;
+    let identity =
+        Identity::load(&id.certificate, &id.key).context("link.certificate / link.key")?;
+    let client_pin = match &lc.peer_certificate {
+        Some(p) => Some(llmpack_transport::load_certificate(p).context("link.peer_certificate")?),
+        None => None,
+    };
+    let endpoint = server_endpoint(
+        listen,
+        &ServerAuth {
+            identity,
+            client_pin,
+        },
+        &transport_tuning(),
+    )
+    .with_context(|| format!("link.listen {listen}"))?;
+    let at = endpoint.local_addr()?;
+    info!(listen = %at, "receiver listening");
+    let token = match &lc.token {
+        Some(t) => Some(
+            llmpack_transport::Secret::new(t.expose().to_vec())
+                .map_err(|e| anyhow::anyhow!("link.token: {e}"))?,
+        ),
+        None => None,
+    };
+    let policy = Arc::new(ServerPolicy {
+        token,
+        model: shared.model.as_ref().map(|m| m.info.clone()),
+    });
+    let tunnels: Tunnels = Arc::new(
+        config
+            .tunnels
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect(),
+    );
+    let ep = endpoint.clone();
+    tasks.spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            tokio::spawn(link(
+                incoming,
+                policy.clone(),
+                shared.clone(),
+                tunnels.clone(),
+            ));
+        }
+    });
+    let (_up_tx, up_rx) = watch::channel(true);
+    std::mem::forget(_up_tx);
+    Ok(running(
+        HashMap::new(),
+        Some(at),
+        metrics,
+        up_rx,
+        tasks,
+        stop,
+        endpoint,
+    ))
+}
+
+async fn link(
+    incoming: quinn::Incoming,
+    policy: Arc<ServerPolicy>,
+    shared: Arc<Shared>,
+    tunnels: Tunnels,
+) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            metrics::counter!("llmpack_handshake_failures_total", "role" => "receiver")
+                .increment(1);
+            warn!(%remote, error = %e, "link attempt failed (TLS: wrong or unpinned certificate?)");
+            return;
+        }
+    };
+    let agreed = match server_handshake(&conn, &policy).await {
+        Ok(a) => a,
+        Err(e) => {
+            metrics::counter!("llmpack_handshake_failures_total", "role" => "receiver")
+                .increment(1);
+            warn!(%remote, error = %e, "link handshake failed");
+            return;
+        }
+    };
+    info!(%remote, model_coding = agreed.lm, "link up");
+    metrics::gauge!("llmpack_probe_match").set(if agreed.lm { 1.0 } else { 0.0 });
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(stream(
+                    send,
+                    recv,
+                    agreed.lm,
+                    shared.clone(),
+                    tunnels.clone(),
+                ));
+            }
+            Err(e) => {
+                info!(%remote, reason = %e, "link closed");
+                return;
+            }
+        }
+    }
+}
+
+async fn refuse(send: &mut quinn::SendStream, reason: String) {
+    let mut buf = Vec::new();
+    Msg::Refused { reason }.encode(&mut buf);
+    let _ = send.write_all(&buf).await;
+    let _ = send.finish();
+    // Let the refusal reach the sender before the stream is dropped.
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+}
+
+async fn read_open(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> Result<Msg, String> {
+    loop {
+        let mut cur = &buf[..];
+        match Msg::decode(&mut cur) {
+            Ok(m @ Msg::Open { .. }) => {
+                let used = buf.len() - cur.len();
+                buf.advance(used);
+                return Ok(m);
+            }
+            Ok(m) => return Err(format!("expected Open, got {m:?}")),
+            Err(llmpack_frame::Error::Incomplete { .. }) if buf.len() <= MAX_OPEN_LEN => {}
+            Err(e) => return Err(format!("bad Open: {e}")),
+        }
+        match recv.read_chunk(MAX_OPEN_LEN, true).await {
+            Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
+            Ok(None) => return Err("stream ended before Open".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+async fn stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    lm: bool,
+    shared: Arc<Shared>,
+    tunnels: Tunnels,
+) {
+    let mut buf = BytesMut::new();
+    let open = match tokio::time::timeout(OPEN_TIMEOUT, read_open(&mut recv, &mut buf)).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            warn!(error = %e, "stream did not open a tunnel");
+            let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
+            return;
+        }
+        Err(_) => {
+            warn!("stream did not name a tunnel in time");
+            let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
+            return;
+        }
+    };
+    let Msg::Open {
+        name,
+        primer_check,
+        window,
+        keep,
+    } = open
+    else {
+        unreachable!("read_open returns Open")
+    };
+    let Some(t) = tunnels.get(&name) else {
+        warn!(tunnel = %name, "sender asked for a tunnel this receiver does not have");
+        refuse(
+            &mut send,
+            format!("the receiver has no tunnel named {name:?}"),
+        )
+        .await;
+        return;
+    };
+    let coding = shared.coding(t, lm);
+    let (w, k) = coding.lm.map_or((0, 0), |r| (r.window, r.keep));
+    if primer_check != llmpack_codec::checksum(&t.primer) || (w, k) != (window, keep) {
+        warn!(tunnel = %name, "primer or context window differ between the two configs");
+        refuse(
+            &mut send,
+            format!(
+                "tunnel {name}: primer or window/keep differ between sender and receiver configs"
+            ),
+        )
+        .await;
+        return;
+    }
+    let Ok(_permit) = shared.slots.clone().try_acquire_owned() else {
+        warn!(tunnel = %name, max = shared.max_connections, "refusing stream: limits.max_connections reached");
+        metrics::counter!("llmpack_connections_refused_total", "tunnel" => name.clone(), "reason" => "max_connections")
+            .increment(1);
+        refuse(
+            &mut send,
+            "the receiver is at limits.max_connections".into(),
+        )
+        .await;
+        return;
+    };
+    let target = t.target.clone().unwrap_or_default();
+    let mut tcp = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&target)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            warn!(tunnel = %name, %target, error = %e, "target unreachable; refusing the connection");
+            metrics::counter!("llmpack_connections_refused_total", "tunnel" => name.clone(), "reason" => "target")
+                .increment(1);
+            refuse(&mut send, format!("target {target}: {e}")).await;
+            return;
+        }
+        Err(_) => {
+            warn!(tunnel = %name, %target, "target did not answer in time; refusing the connection");
+            refuse(&mut send, format!("target {target}: timed out")).await;
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut opened = Vec::new();
+    Msg::Opened.encode(&mut opened);
+    if send.write_all(&opened).await.is_err() {
+        return;
+    }
+    let gauge = metrics::gauge!("llmpack_active_connections", "tunnel" => name.clone(), "role" => "receiver");
+    gauge.increment(1.0);
+    let result = carry(&mut tcp, &mut send, &mut recv, &coding, false, buf).await;
+    gauge.decrement(1.0);
+    if let Err(e) = result {
+        warn!(tunnel = %name, %target, error = %e, "connection failed; resetting it");
+        abort(&tcp, &mut send, &mut recv);
+    }
+}

@@ -1,0 +1,271 @@
+//! Starting a proxy from its config: model, scheduler, metrics endpoint,
+//! then the sender or receiver role.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use llmpack_codec::{ByteVocab, LmParams, Vocabulary};
+use llmpack_transport::{ModelInfo, Tuning};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{Config, Role, TunnelConfig};
+use crate::conn::{Coding, Limits};
+use crate::sched::Scheduler;
+
+/// The model directory used when the config names none.
+pub const DEFAULT_MODEL: &str = "models/default";
+
+/// zstd level of tunnel frames: fast enough for LAN rates on one core,
+/// within a few percent of level 19 on text with the stream's history.
+pub const TUNNEL_ZSTD_LEVEL: i32 = 6;
+
+/// The loaded model of a proxy, shared by all its connections.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelRt {
+    pub vocab: Arc<dyn Vocabulary>,
+    pub sched: Scheduler,
+    pub info: ModelInfo,
+    /// The model's context rule (its manifest's context length).
+    pub rule: LmParams,
+}
+
+/// What every connection of this proxy needs.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub role: Role,
+    pub model: Option<ModelRt>,
+    pub limits: Limits,
+    pub max_delay: Duration,
+    pub slots: Arc<Semaphore>,
+    pub max_connections: usize,
+}
+
+impl Shared {
+    fn role_label(&self) -> &'static str {
+        match self.role {
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
+        }
+    }
+
+    /// The context rule a tunnel uses with this model (clamped to the
+    /// model's context length), or `None` without a model.
+    pub fn rule(&self, t: &TunnelConfig) -> Option<LmParams> {
+        let m = self.model.as_ref()?;
+        let r = t.context_rule(m.rule);
+        let window = r.window.min(m.rule.window);
+        let keep = r.keep.min(window / 2);
+        Some(LmParams { window, keep })
+    }
+
+    /// The coding of one connection of tunnel `t` on a link where model
+    /// coding is `lm`.
+    pub fn coding(&self, t: &TunnelConfig, lm: bool) -> Coding {
+        let model = self.model.as_ref().filter(|_| lm);
+        Coding {
+            tunnel: t.name.clone(),
+            role: self.role_label(),
+            policy: t.policy,
+            primer: t.primer.clone(),
+            lm: model.and_then(|_| self.rule(t)),
+            zstd_level: TUNNEL_ZSTD_LEVEL,
+            vocab: match model {
+                Some(m) => m.vocab.clone(),
+                None => Arc::new(ByteVocab::default()),
+            },
+            sched: model.map(|m| m.sched.clone()),
+            max_delay: self.max_delay,
+            limits: self.limits,
+        }
+    }
+}
+
+/// A started proxy.
+#[derive(Debug)]
+pub struct Running {
+    /// Sender: where each tunnel accepts local clients, by tunnel name.
+    pub tunnels: HashMap<String, SocketAddr>,
+    /// Receiver: the UDP address the link is accepted on.
+    pub link: Option<SocketAddr>,
+    /// The Prometheus endpoint, if configured.
+    pub metrics: Option<SocketAddr>,
+    /// Whether the sender's link is up and its handshake done (always
+    /// `true` on a receiver).
+    pub link_up: watch::Receiver<bool>,
+    tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Running {
+    /// Stops accepting, closes the link and waits briefly for it to close.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        self.endpoint
+            .close(llmpack_transport::CLOSE_SHUTDOWN, b"shutdown");
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Loads the model named by the config (or the default model when a tunnel
+/// needs one), starts the scheduler.
+fn load_model(config: &Config) -> Result<Option<ModelRt>> {
+    let needed = config.model.dir.is_some() || config.tunnels.iter().any(|t| t.policy.uses_model());
+    if !needed {
+        return Ok(None);
+    }
+    let path: PathBuf = match &config.model.dir {
+        Some(p) => p.clone(),
+        None => llmpack_model::find_in_project(DEFAULT_MODEL).with_context(|| {
+            format!("model directory {DEFAULT_MODEL} not found; set model.dir in the config, or use codec = \"zstd\" on every tunnel")
+        })?,
+    };
+    let m = llmpack_model::load_model(&path, config.model.threads, config.model.ort_lib.clone())
+        .with_context(|| format!("loading model {} (model.dir)", path.display()))?;
+    let ctx = m.dir.manifest.model.context_length;
+    let default = LmParams::default();
+    let window = default.window.min(ctx);
+    let rule = LmParams {
+        window,
+        keep: default.keep.min(window / 4),
+    };
+    let info = ModelInfo {
+        id: m.dir.id,
+        runtime: format!("onnxruntime {}", llmpack_model::ORT_VERSION),
+        probe: m.probe,
+    };
+    tracing::info!(
+        model = %path.display(), id = %m.dir.id, probe = format_args!("{:016x}", m.probe),
+        window = rule.window, keep = rule.keep, "model loaded"
+    );
+    let sched = Scheduler::start(Box::new(m.predictor), config.model.max_batch);
+    Ok(Some(ModelRt {
+        vocab: m.vocab,
+        sched,
+        info,
+        rule,
+    }))
+}
+
+/// A model handed to [`start_with`] instead of the one the config names:
+/// for embedding the proxy, and for tests with a small deterministic model.
+pub struct ModelParts {
+    /// Answers the coders' requests.
+    pub predictor: Box<dyn llmpack_codec::Predictor + Send>,
+    /// Its vocabulary.
+    pub vocab: Arc<dyn Vocabulary>,
+    /// What the handshake tells the peer (id, runtime, probe).
+    pub info: ModelInfo,
+    /// The model context rule.
+    pub rule: LmParams,
+}
+
+impl std::fmt::Debug for ModelParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelParts")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tuning() -> Tuning {
+    Tuning::default()
+}
+
+/// Starts the proxy described by `config`: binds every listener, loads the
+/// model and begins serving. Returns once it is listening.
+pub async fn start(config: Config) -> Result<Running> {
+    start_with(config, None).await
+}
+
+/// [`start`], with `model` (if given) used instead of loading the config's.
+pub async fn start_with(config: Config, model: Option<ModelParts>) -> Result<Running> {
+    let model = if let Some(p) = model {
+        Some(ModelRt {
+            vocab: p.vocab,
+            sched: Scheduler::start(p.predictor, config.model.max_batch),
+            info: p.info,
+            rule: p.rule,
+        })
+    } else {
+        let c = config.clone();
+        tokio::task::spawn_blocking(move || load_model(&c))
+            .await
+            .context("model loading task")??
+    };
+    let limits = Limits {
+        frame: config.limits.frame as usize,
+        buffer: config.limits.buffer,
+        flush_idle: config.limits.flush_idle,
+        flush_max: config.limits.flush_max,
+    };
+    let shared = Arc::new(Shared {
+        role: config.role,
+        model,
+        limits,
+        max_delay: config.model.max_delay,
+        slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+        max_connections: config.limits.max_connections,
+    });
+    let mut tasks = JoinSet::new();
+    let metrics = match config.metrics {
+        Some(addr) => {
+            let (bound, listener) = crate::metrics_http::bind(addr)
+                .await
+                .with_context(|| format!("metrics.listen {addr}"))?;
+            tasks.spawn(crate::metrics_http::serve(listener));
+            Some(bound)
+        }
+        None => {
+            crate::metrics_http::recorder();
+            None
+        }
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    match config.role {
+        Role::Sender => crate::sender::start(config, shared, tasks, stop, stop_rx, metrics).await,
+        Role::Receiver => {
+            crate::receiver::start(config, shared, tasks, stop, stop_rx, metrics).await
+        }
+    }
+}
+
+pub(crate) fn running(
+    tunnels: HashMap<String, SocketAddr>,
+    link: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    link_up: watch::Receiver<bool>,
+    tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+    endpoint: quinn::Endpoint,
+) -> Running {
+    Running {
+        tunnels,
+        link,
+        metrics,
+        link_up,
+        tasks,
+        stop,
+        endpoint,
+    }
+}
+
+pub(crate) fn transport_tuning() -> Tuning {
+    tuning()
+}
+
+/// Runs the proxy until `shutdown` completes, then closes it cleanly.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let running = start(config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! The inference scheduler: one thread per model instance that owns the
+//! predictor and answers the model requests of every connection's coders
+//! in shared, batched model calls.
+//!
+//! A connection hands a coder with a frame pushed into it ([`Work`]) to the
+//! scheduler and awaits it back; the scheduler runs rounds: one request from
+//! every coder in progress, one batched model call, answers back. Coders
+//! join and leave between rounds, so a new connection never waits for
+//! another's frame to finish.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use llmpack_codec::{LaneId, PredictError, Predictor, Request, StreamDecoder, StreamEncoder};
+use tokio::sync::oneshot;
+
+/// A coder with a frame in progress.
+#[derive(Debug)]
+pub enum Work {
+    /// An encoder with a frame pushed.
+    Encode(Box<StreamEncoder>),
+    /// A decoder with a frame pushed.
+    Decode(Box<StreamDecoder>),
+}
+
+impl Work {
+    fn lane(&self) -> Option<LaneId> {
+        match self {
+            Work::Encode(e) => e.lane(),
+            Work::Decode(d) => d.lane(),
+        }
+    }
+    fn poll_request(&mut self) -> Option<Request> {
+        match self {
+            Work::Encode(e) => e.poll_request(),
+            Work::Decode(d) => d.poll_request(),
+        }
+    }
+    fn handle_prediction(&mut self, logits: &[f32]) {
+        match self {
+            Work::Encode(e) => e.handle_prediction(logits),
+            Work::Decode(d) => d.handle_prediction(logits),
+        }
+    }
+}
+
+/// The scheduler could not finish a coder's frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchedError {
+    /// The model runtime failed; the coder's context is lost.
+    #[error(transparent)]
+    Predict(#[from] PredictError),
+    /// The scheduler thread is gone (shutting down).
+    #[error("the inference scheduler has stopped")]
+    Stopped,
+}
+
+enum Cmd {
+    Run(Work, oneshot::Sender<Result<Work, SchedError>>),
+    Release(LaneId),
+}
+
+/// Handle to a scheduler thread; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    tx: mpsc::Sender<Cmd>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    next_lane: AtomicU64,
+    /// Coders in progress or queued.
+    active: AtomicUsize,
+    /// Exponential average of one round's duration, nanoseconds.
+    round_ns: AtomicU64,
+    max_batch: usize,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cmd::Run(w, _) => write!(f, "Run({:?})", w.lane()),
+            Cmd::Release(l) => write!(f, "Release({l})"),
+        }
+    }
+}
+
+impl Scheduler {
+    /// Starts the scheduler thread; it owns `predictor` until every handle
+    /// is dropped. At most `max_batch` coders share one model call.
+    pub fn start(predictor: Box<dyn Predictor + Send>, max_batch: usize) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            next_lane: AtomicU64::new(1),
+            active: AtomicUsize::new(0),
+            // A guess until the first round is measured: 20 ms.
+            round_ns: AtomicU64::new(20_000_000),
+            max_batch: max_batch.max(1),
+        });
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("llmpack-infer".into())
+            .spawn(move || run(predictor, rx, &s))
+            .expect("spawning the inference thread");
+        Scheduler { tx, shared }
+    }
+
+    /// A lane id no other coder of this scheduler uses.
+    pub fn new_lane(&self) -> LaneId {
+        self.shared.next_lane.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Runs `work` until its frame is done and hands it back.
+    pub async fn run(&self, work: Work) -> Result<Work, SchedError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.active.fetch_add(1, Ordering::Relaxed);
+        let sent = self.tx.send(Cmd::Run(work, tx));
+        let out = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(SchedError::Stopped)),
+            Err(_) => Err(SchedError::Stopped),
+        };
+        self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        out
+    }
+
+    /// Frees the model context of a lane that will not be used again.
+    pub fn release(&self, lane: LaneId) {
+        let _ = self.tx.send(Cmd::Release(lane));
+    }
+
+    /// How long a frame of `bytes` bytes would take to encode if it joined
+    /// now: its tokens (estimated at 3 bytes each) times the measured round
+    /// time, scaled by how many batches the coders in progress fill.
+    pub fn estimate(&self, bytes: usize) -> Duration {
+        let tokens = (bytes / 3 + 1) as u64;
+        let active = self.shared.active.load(Ordering::Relaxed) + 1;
+        let batches = active.div_ceil(self.shared.max_batch) as u64;
+        let round = self.shared.round_ns.load(Ordering::Relaxed);
+        Duration::from_nanos(tokens.saturating_mul(round).saturating_mul(batches))
+    }
+}
+
+struct Job {
+    work: Work,
+    done: oneshot::Sender<Result<Work, SchedError>>,
+}
+
+fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared: &Shared) {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut waiting: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    let mut batch: Vec<(LaneId, Request)> = Vec::new();
+    let mut owner: Vec<usize> = Vec::new();
+    loop {
+        // Take new commands: block only when there is nothing to do.
+        let first = if jobs.is_empty() && waiting.is_empty() {
+            match rx.recv() {
+                Ok(c) => Some(c),
+                Err(_) => return,
+            }
+        } else {
+            None
+        };
+        for cmd in first.into_iter().chain(rx.try_iter()) {
+            match cmd {
+                Cmd::Run(work, done) => waiting.push_back(Job { work, done }),
+                Cmd::Release(lane) => predictor.release(lane),
+            }
+        }
+        while jobs.len() < shared.max_batch {
+            match waiting.pop_front() {
+                Some(j) => jobs.push(j),
+                None => break,
+            }
+        }
+        // One request from every job; finished jobs go back.
+        batch.clear();
+        owner.clear();
+        let mut i = 0;
+        while i < jobs.len() {
+            match jobs[i].work.poll_request() {
+                Some(req) => {
+                    let lane = jobs[i].work.lane().expect("a coder that asks has a lane");
+                    batch.push((lane, req));
+                    owner.push(i);
+                    i += 1;
+                }
+                None => {
+                    let j = jobs.swap_remove(i);
+                    let _ = j.done.send(Ok(j.work));
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let t = Instant::now();
+        let result = predictor.predict(&batch, &mut |k, logits| {
+            jobs[owner[k]].work.handle_prediction(logits)
+        });
+        let took = t.elapsed();
+        metrics::histogram!("llmpack_inference_seconds").record(took.as_secs_f64());
+        metrics::histogram!("llmpack_batch_size").record(batch.len() as f64);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = shared.round_ns.load(Ordering::Relaxed);
+        shared
+            .round_ns
+            .store(old - old / 8 + ns / 8, Ordering::Relaxed);
+        if let Err(e) = result {
+            tracing::error!(error = %e, lanes = batch.len(), "model call failed");
+            // Every job in `jobs` asked in this round.
+            for j in jobs.drain(..) {
+                if let Some(lane) = j.work.lane() {
+                    predictor.release(lane);
+                }
+                let _ = j
+                    .done
+                    .send(Err(SchedError::Predict(PredictError(e.0.clone()))));
+            }
+        }
+    }
+}

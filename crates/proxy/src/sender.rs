@@ -1,0 +1,262 @@
+//! The sender role: accepts local TCP clients on each tunnel's address and
+//! carries each over its own stream of the QUIC link, which it keeps dialled
+//! (with backoff) to the receiver.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::BytesMut;
+use llmpack_frame::Msg;
+use llmpack_transport::{Hello, Identity, client_endpoint, client_handshake};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::config::{Config, LinkConfig, TunnelConfig};
+use crate::conn::{ConnError, abort, carry};
+use crate::run::{Running, Shared, running, transport_tuning};
+
+/// How long a new client waits for the link to come up before it is closed.
+const LINK_WAIT: Duration = Duration::from_secs(10);
+
+/// The link as it stands: the QUIC connection and whether the handshake
+/// turned model coding on.
+#[derive(Debug, Clone)]
+struct Link {
+    conn: quinn::Connection,
+    lm: bool,
+}
+
+pub(crate) async fn start(
+    config: Config,
+    shared: Arc<Shared>,
+    mut tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    metrics: Option<SocketAddr>,
+) -> Result<Running> {
+    let lc = &config.link;
+    let pin_path = lc
+        .peer_certificate
+        .as_ref()
+        .context("link.peer_certificate: a sender must pin the receiver's certificate")?;
+    let pin = llmpack_transport::load_certificate(pin_path).context("link.peer_certificate")?;
+    let identity = match &lc.identity {
+        Some(i) => {
+            Some(Identity::load(&i.certificate, &i.key).context("link.certificate / link.key")?)
+        }
+        None => None,
+    };
+    let endpoint = client_endpoint(lc.bind, pin, identity, &transport_tuning())
+        .with_context(|| format!("link.bind {}", lc.bind))?;
+    let token = match &lc.token {
+        Some(t) => Some(
+            llmpack_transport::Secret::new(t.expose().to_vec())
+                .map_err(|e| anyhow::anyhow!("link.token: {e}"))?,
+        ),
+        None => None,
+    };
+    let hello = Hello::new(token, shared.model.as_ref().map(|m| m.info.clone()));
+    let (link_tx, link_rx) = watch::channel::<Option<Link>>(None);
+    let (up_tx, up_rx) = watch::channel(false);
+    tasks.spawn(link_loop(
+        endpoint.clone(),
+        lc.clone(),
+        hello,
+        link_tx,
+        up_tx,
+        stop_rx,
+    ));
+    let mut addrs = HashMap::new();
+    for t in &config.tunnels {
+        let want = t.listen.context("tunnel listen address")?;
+        let l = TcpListener::bind(want)
+            .await
+            .with_context(|| format!("tunnel {}: listen {want}", t.name))?;
+        let at = l.local_addr()?;
+        info!(tunnel = %t.name, listen = %at, policy = ?t.policy, "tunnel listening");
+        addrs.insert(t.name.clone(), at);
+        tasks.spawn(accept_loop(l, t.clone(), shared.clone(), link_rx.clone()));
+    }
+    Ok(running(addrs, None, metrics, up_rx, tasks, stop, endpoint))
+}
+
+async fn link_loop(
+    endpoint: quinn::Endpoint,
+    lc: LinkConfig,
+    hello: Hello,
+    link_tx: watch::Sender<Option<Link>>,
+    up_tx: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let connect = lc.connect.clone().unwrap_or_default();
+    let mut backoff = lc.reconnect_min;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match connect_once(&endpoint, &connect, &lc.server_name, &hello).await {
+            Ok(link) => {
+                backoff = lc.reconnect_min;
+                info!(receiver = %link.conn.remote_address(), model_coding = link.lm, "link up");
+                metrics::gauge!("llmpack_link_up").set(1.0);
+                metrics::gauge!("llmpack_probe_match").set(if link.lm { 1.0 } else { 0.0 });
+                let conn = link.conn.clone();
+                let _ = link_tx.send(Some(link));
+                let _ = up_tx.send(true);
+                tokio::select! {
+                    e = conn.closed() => warn!(error = %e, "link lost; reconnecting"),
+                    _ = stop.changed() => return,
+                }
+                let _ = link_tx.send(None);
+                let _ = up_tx.send(false);
+                metrics::gauge!("llmpack_link_up").set(0.0);
+            }
+            Err(e) => {
+                metrics::counter!("llmpack_handshake_failures_total", "role" => "sender")
+                    .increment(1);
+                warn!(receiver = %connect, error = format!("{e:#}"), retry_in = ?backoff, "link: cannot connect");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(lc.reconnect_max);
+    }
+}
+
+async fn connect_once(
+    endpoint: &quinn::Endpoint,
+    connect: &str,
+    server_name: &str,
+    hello: &Hello,
+) -> Result<Link> {
+    let addr = tokio::net::lookup_host(connect)
+        .await
+        .with_context(|| format!("resolving {connect}"))?
+        .next()
+        .with_context(|| format!("{connect} resolves to no address"))?;
+    let conn = endpoint
+        .connect(addr, server_name)
+        .context("starting the QUIC connection")?
+        .await
+        .context("QUIC/TLS handshake (check certificates and that the receiver runs)")?;
+    let agreed = client_handshake(&conn, hello).await?;
+    Ok(Link {
+        conn,
+        lm: agreed.lm,
+    })
+}
+
+async fn accept_loop(
+    l: TcpListener,
+    t: TunnelConfig,
+    shared: Arc<Shared>,
+    link: watch::Receiver<Option<Link>>,
+) {
+    let t = Arc::new(t);
+    loop {
+        let (tcp, peer) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(tunnel = %t.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+            warn!(
+                tunnel = %t.name, %peer, max = shared.max_connections,
+                "refusing client: limits.max_connections reached"
+            );
+            metrics::counter!("llmpack_connections_refused_total", "tunnel" => t.name.clone(), "reason" => "max_connections")
+                .increment(1);
+            drop(tcp);
+            continue;
+        };
+        tokio::spawn(client(
+            tcp,
+            peer,
+            t.clone(),
+            shared.clone(),
+            link.clone(),
+            permit,
+        ));
+    }
+}
+
+async fn client(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    t: Arc<TunnelConfig>,
+    shared: Arc<Shared>,
+    mut link_rx: watch::Receiver<Option<Link>>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = tcp.set_nodelay(true);
+    let link = tokio::time::timeout(LINK_WAIT, async {
+        loop {
+            if let Some(l) = link_rx.borrow_and_update().clone() {
+                return Some(l);
+            }
+            if link_rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(link) = link else {
+        warn!(tunnel = %t.name, %peer, "no link to the receiver; closing the client");
+        return;
+    };
+    let (mut send, mut recv) = match link.conn.open_bi().await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(tunnel = %t.name, %peer, error = %e, "cannot open a stream on the link");
+            return;
+        }
+    };
+    let coding = shared.coding(&t, link.lm);
+    let open = Msg::Open {
+        name: t.name.clone(),
+        primer_check: llmpack_codec::checksum(&t.primer),
+        window: coding.lm.map_or(0, |r| r.window),
+        keep: coding.lm.map_or(0, |r| r.keep),
+    };
+    let mut buf = Vec::new();
+    open.encode(&mut buf);
+    if let Err(e) = send.write_all(&buf).await {
+        warn!(tunnel = %t.name, %peer, error = %e, "cannot open a stream on the link");
+        return;
+    }
+    let gauge = metrics::gauge!("llmpack_active_connections", "tunnel" => t.name.clone(), "role" => "sender");
+    gauge.increment(1.0);
+    let result = carry(
+        &mut tcp,
+        &mut send,
+        &mut recv,
+        &coding,
+        true,
+        BytesMut::new(),
+    )
+    .await;
+    gauge.decrement(1.0);
+    match result {
+        Ok(()) => tracing::debug!(tunnel = %t.name, %peer, "connection done"),
+        Err(ConnError::Refused(reason)) => {
+            warn!(tunnel = %t.name, %peer, %reason, "receiver refused the connection; closing the client");
+            abort(&tcp, &mut send, &mut recv);
+        }
+        Err(e) => {
+            warn!(tunnel = %t.name, %peer, error = %e, "connection failed; resetting it");
+            abort(&tcp, &mut send, &mut recv);
+        }
+    }
+}

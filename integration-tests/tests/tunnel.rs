@@ -1,0 +1,403 @@
+//! The real tunnel: sender and receiver in-process on 127.0.0.1:0 over real
+//! QUIC, in front of real TCP servers, with byte-exact (SHA-256) checks.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+fn zstd_opts() -> Opts {
+    Opts {
+        limits: "max_connections = 512".into(),
+        ..Opts::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_through_raw_and_zstd_is_byte_exact() {
+    let dir = scratch("echo");
+    keys(&dir);
+    let echo = echo_server().await;
+    let p = pair(
+        &dir,
+        &[tunnel("z", "zstd", echo), tunnel("r", "raw", echo)],
+        &zstd_opts(),
+    )
+    .await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    let text = real_text(300_000);
+    let mut mixed = text.clone();
+    mixed.extend_from_slice(&random(200_000, 1));
+    mixed.extend_from_slice(&text[..50_000]);
+    for name in ["z", "r"] {
+        for data in [&b""[..], b"x", &text[..1000], &mixed[..]] {
+            let back = exchange(p.addr(name), data).await.unwrap();
+            assert_eq!(sha(&back), sha(data), "tunnel {name}, {} bytes", data.len());
+        }
+    }
+    p.shutdown().await;
+}
+
+/// >= 100 MB of mixed text and random bytes through the fast codecs,
+/// 8 connections at a time, every byte checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_megabytes_mixed_is_byte_exact() {
+    let dir = scratch("bulk");
+    keys(&dir);
+    let echo = echo_server().await;
+    let p = pair(
+        &dir,
+        &[tunnel("z", "zstd", echo), tunnel("r", "raw", echo)],
+        &zstd_opts(),
+    )
+    .await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    let text = Arc::new(real_text(4 << 20));
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let text = text.clone();
+        let addr = p.addr(if i % 2 == 0 { "z" } else { "r" });
+        tasks.push(tokio::spawn(async move {
+            // 12.5 MiB per connection: text and random in 1 MiB blocks.
+            let mut data = Vec::with_capacity(13 << 20);
+            for b in 0..25u64 {
+                if (b + i) % 3 == 0 {
+                    data.extend_from_slice(&random(512 << 10, i * 100 + b));
+                } else {
+                    let at = usize::try_from((b * 7 + i * 3) % 7).unwrap() * (512 << 10);
+                    data.extend_from_slice(&text[at..at + (512 << 10)]);
+                }
+            }
+            let back = exchange(addr, &data).await.unwrap();
+            assert_eq!(sha(&back), sha(&data), "connection {i}");
+            data.len()
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert!(total >= 100_000_000, "{total} bytes");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_connections() {
+    let dir = scratch("many");
+    keys(&dir);
+    let echo = echo_server().await;
+    let p = pair(&dir, &[tunnel("z", "zstd", echo)], &zstd_opts()).await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    let text = Arc::new(real_text(1 << 20));
+    let addr = p.addr("z");
+    let start = Arc::new(tokio::sync::Barrier::new(200));
+    let mut tasks = Vec::new();
+    for i in 0..200usize {
+        let text = text.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // Every connection is open before any finishes.
+            start.wait().await;
+            let mut data = text[i * 4096..i * 4096 + 6000].to_vec();
+            data.extend_from_slice(&random(2000, i as u64));
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut r, mut w) = s.split();
+            let wr = async {
+                w.write_all(&data).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut back = Vec::new();
+            let (_, n) = tokio::join!(wr, r.read_to_end(&mut back));
+            n.unwrap();
+            assert_eq!(sha(&back), sha(&data), "connection {i}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_is_enforced() {
+    let dir = scratch("limit");
+    keys(&dir);
+    let echo = echo_server().await;
+    let o = Opts {
+        limits: "max_connections = 2".into(),
+        ..Opts::default()
+    };
+    let p = pair(&dir, &[tunnel("z", "zstd", echo)], &o).await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(p.addr("z")).await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"ping");
+        held.push(s);
+    }
+    assert!(
+        closed_soon(p.addr("z"), Duration::from_secs(5)).await,
+        "third connection must be closed"
+    );
+    drop(held);
+    // Slots come back once the held connections end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(exchange(p.addr("z"), b"again").await.unwrap(), b"again");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_target_closes_the_client() {
+    let dir = scratch("refused");
+    keys(&dir);
+    // A port with nothing listening: bind, note it, close.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let p = pair(&dir, &[tunnel("z", "zstd", closed)], &zstd_opts()).await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    assert!(closed_soon(p.addr("z"), Duration::from_secs(5)).await);
+    // The link survives a refused target.
+    assert!(*p.sender.link_up.borrow());
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpinned_certificate_gets_no_link() {
+    let dir = scratch("auth");
+    keys(&dir);
+    let echo = echo_server().await;
+    let o = Opts {
+        sender_auth: Some("certificate = \"intruder.crt\"\nkey = \"intruder.key\"".into()),
+        ..zstd_opts()
+    };
+    let p = pair(&dir, &[tunnel("z", "zstd", echo)], &o).await;
+    assert!(
+        !link_up(&p.sender, Duration::from_secs(3)).await,
+        "an unpinned client certificate must not get a link"
+    );
+    assert!(closed_soon(p.addr("z"), Duration::from_secs(15)).await);
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_accepts_the_right_token_only() {
+    let dir = scratch("token");
+    keys(&dir);
+    let echo = echo_server().await;
+    let good = Opts {
+        sender_auth: Some("token = \"correct horse battery staple\"".into()),
+        receiver_auth: Some("token = \"correct horse battery staple\"".into()),
+        ..zstd_opts()
+    };
+    let p = pair(&dir, &[tunnel("z", "zstd", echo)], &good).await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    assert_eq!(
+        exchange(p.addr("z"), b"with token").await.unwrap(),
+        b"with token"
+    );
+    p.shutdown().await;
+
+    let bad = Opts {
+        sender_auth: Some("token = \"incorrect horse battery staple\"".into()),
+        receiver_auth: Some("token = \"correct horse battery staple\"".into()),
+        ..zstd_opts()
+    };
+    let p = pair(&dir, &[tunnel("z", "zstd", echo)], &bad).await;
+    assert!(
+        !link_up(&p.sender, Duration::from_secs(3)).await,
+        "a wrong token must not get a link"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_model_is_refused() {
+    let dir = scratch("model");
+    keys(&dir);
+    let echo = echo_server().await;
+    let p = pair_with(
+        &dir,
+        &[tunnel("m", "lm", echo)],
+        &zstd_opts(),
+        Some(toy_model(1, 7, 0.0)),
+        Some(toy_model(2, 7, 0.0)),
+    )
+    .await;
+    assert!(
+        !link_up(&p.sender, Duration::from_secs(3)).await,
+        "different models must not link"
+    );
+    p.shutdown().await;
+}
+
+/// Same model id, different numeric probe: the link comes up without model
+/// coding, and traffic still arrives byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_mismatch_turns_model_coding_off() {
+    let dir = scratch("probe");
+    keys(&dir);
+    let echo = echo_server().await;
+    let o = Opts {
+        model: "max_delay = \"3600s\"".into(),
+        ..zstd_opts()
+    };
+    let p = pair_with(
+        &dir,
+        &[tunnel("m", "lm", echo)],
+        &o,
+        Some(toy_model(1, 7, 0.0)),
+        Some(toy_model(1, 8, 0.5)),
+    )
+    .await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    let data = real_text(100_000);
+    assert_eq!(
+        sha(&exchange(p.addr("m"), &data).await.unwrap()),
+        sha(&data)
+    );
+    p.shutdown().await;
+}
+
+/// The receiver's model computes slightly different numbers but passed the
+/// probe (the case the probe cannot catch): frames fail their checksum, are
+/// resent model-free, contexts are rebuilt, and no byte differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perturbed_predictor_is_recovered_by_resends() {
+    let dir = scratch("perturb");
+    keys(&dir);
+    let echo = echo_server().await;
+    let o = Opts {
+        model: "max_delay = \"3600s\"".into(),
+        limits: "frame = \"4KiB\"\nflush_idle = \"20ms\"".into(),
+        ..Opts::default()
+    };
+    let before = resends();
+    let p = pair_with(
+        &dir,
+        &[tunnel("m", "lm", echo)],
+        &o,
+        Some(toy_model(3, 9, 0.0)),
+        Some(toy_model(3, 9, 2.0)),
+    )
+    .await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    let mut data = markov(40_000, 1);
+    data.extend_from_slice(&real_text(20_000));
+    for _ in 0..2 {
+        assert_eq!(
+            sha(&exchange(p.addr("m"), &data).await.unwrap()),
+            sha(&data)
+        );
+    }
+    assert!(
+        resends() > before,
+        "the perturbed side must have caused resends"
+    );
+    p.shutdown().await;
+}
+
+fn resends() -> f64 {
+    llmpack_proxy::metrics_http::render()
+        .lines()
+        .filter(|l| l.starts_with("llmpack_resends_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_survives_a_receiver_restart() {
+    let dir = scratch("restart");
+    keys(&dir);
+    let echo = echo_server().await;
+    let t = [tunnel("z", "zstd", echo)];
+    let o = zstd_opts();
+    let p = pair(&dir, &t, &o).await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    let link = p.receiver.link.unwrap();
+    // A transfer in flight when the receiver goes away fails, visibly.
+    let big = random(50 << 20, 5);
+    let client = p.addr("z");
+    let inflight = tokio::spawn(async move { exchange(client, &big).await.map(|b| b.len()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let Pair { receiver, sender } = p;
+    receiver.shutdown().await;
+    let r = inflight.await.unwrap();
+    assert!(
+        r.map_or(true, |n| n < 50 << 20),
+        "a cut transfer must not look complete"
+    );
+    // A new receiver on the same address: the sender reconnects by itself.
+    // (The old endpoint's UDP socket is released once its connections
+    // have drained; a restarted process would start with a fresh one.)
+    let mut tries = 0;
+    let receiver = loop {
+        let rc = receiver_config(&dir, &link.to_string(), &t, &o);
+        match llmpack_proxy::start(rc).await {
+            Ok(r) => break r,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("restarting the receiver: {e:#}"),
+        }
+    };
+    assert!(
+        link_up(&sender, Duration::from_secs(20)).await,
+        "sender must reconnect"
+    );
+    let data = real_text(200_000);
+    assert_eq!(
+        sha(&exchange(sender.tunnels["z"], &data).await.unwrap()),
+        sha(&data)
+    );
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}
+
+/// With equal models the frames go `lm` (and decode byte-exact).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_models_code_with_the_model() {
+    let dir = scratch("lm");
+    keys(&dir);
+    let echo = echo_server().await;
+    let o = Opts {
+        model: "max_delay = \"3600s\"".into(),
+        limits: "frame = \"4KiB\"".into(),
+        ..Opts::default()
+    };
+    let before = lm_frames();
+    let p = pair_with(
+        &dir,
+        &[tunnel("m", "lm", echo)],
+        &o,
+        Some(toy_model(4, 1, 0.0)),
+        Some(toy_model(4, 1, 0.0)),
+    )
+    .await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    let data = markov(50_000, 2);
+    assert_eq!(
+        sha(&exchange(p.addr("m"), &data).await.unwrap()),
+        sha(&data)
+    );
+    assert!(lm_frames() >= before + 20.0, "frames must go lm");
+    p.shutdown().await;
+}
+
+fn lm_frames() -> f64 {
+    llmpack_proxy::metrics_http::render()
+        .lines()
+        .filter(|l| l.starts_with("llmpack_frames_total") && l.contains("codec=\"lm\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
