@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): installs what the tests need
-# (ONNX Runtime, the SmolLM2 model, evaluation samples; all cached), then
-# runs the checks and every test.
+# (ONNX Runtime, the SmolLM2 model, evaluation samples; all cached; nginx
+# and curl for the HTTP tunnel tests), then runs the checks and every test.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 scripts/setup.sh
 . scripts/env.sh
+if ! command -v curl >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }; then
+  echo "== installing nginx and curl (HTTP tunnel tests)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends nginx-light curl \
+    || $SUDO apt-get install -y -qq --no-install-recommends nginx curl
+fi
 
 echo "== format"
 cargo fmt --all --check
@@ -19,6 +27,10 @@ for crate in llmpack-frame llmpack-codec; do
 done
 if cargo tree -p llmpack-model -e normal --prefix none | grep -E '^(tokio|quinn) '; then
   echo "llmpack-model must not depend on tokio or quinn" >&2
+  exit 1
+fi
+if cargo tree -p llmpack-transport -e normal --prefix none | grep -E '^(ort|ort-sys|llmpack-model) '; then
+  echo "llmpack-transport must not depend on ort or the model crate" >&2
   exit 1
 fi
 echo "== clippy"

@@ -401,3 +401,53 @@ fn lm_frames() -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The real default model over the real link: responses of a few hundred
+/// KB of real text coded `lm` both ways, byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_model_round_trips_real_text() {
+    let dir = scratch("real");
+    keys(&dir);
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default");
+    let body = Arc::new(real_text(usize_env("LLMPACK_TEST_LM_BYTES", 16 << 10)));
+    let server = file_server(body.clone()).await;
+    let o = Opts {
+        model: format!(
+            "dir = \"{}\"\nthreads = 2\nmax_delay = \"3600s\"",
+            model.display()
+        ),
+        limits: "frame = \"8KiB\"".into(),
+        ..Opts::default()
+    };
+    let before = lm_frames();
+    let p = pair(&dir, &[tunnel("web", "lm", server)], &o).await;
+    assert!(link_up(&p.sender, Duration::from_secs(30)).await);
+    let t = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let addr = p.addr("web");
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = format!("GET /file/{i} HTTP/1.0\r\nHost: test\r\n\r\n");
+            let back = exchange(addr, req.as_bytes()).await.unwrap();
+            assert_eq!(sha(&back), sha(&body), "response {i}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eprintln!(
+        "4 x {} bytes through lm in {:.1} s",
+        body.len(),
+        t.elapsed().as_secs_f64()
+    );
+    assert!(lm_frames() > before, "frames must go lm");
+    p.shutdown().await;
+}
+
+fn usize_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -76,15 +76,17 @@ enum Cmd {
         /// The config file.
         config: PathBuf,
     },
-    /// Make a self-signed certificate and key for one end of a link
+    /// Make a self-signed certificate and key for each end of a link
     /// (NAME.crt, NAME.key).
     Keygen {
         /// Directory to write into.
         #[arg(long, default_value = ".")]
         out: PathBuf,
-        /// File name stem, e.g. sender or receiver.
+        /// File name stem; repeat for several. Default: both `sender` and
+        /// `receiver` (a pair to try on one machine; in a real deployment each
+        /// site makes its own and sends only the .crt to the other).
         #[arg(long)]
-        name: String,
+        name: Vec<String>,
         /// Name the certificate carries; a receiver's must equal the
         /// sender's link.server_name.
         #[arg(long, default_value = "llmpack")]
@@ -172,7 +174,16 @@ fn main() {
             out,
             name,
             server_name,
-        } => tunnel::keygen(&out, &name, &server_name),
+        } => {
+            let names = if name.is_empty() {
+                vec!["sender".to_string(), "receiver".to_string()]
+            } else {
+                name
+            };
+            names
+                .iter()
+                .try_for_each(|n| tunnel::keygen(&out, n, &server_name))
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

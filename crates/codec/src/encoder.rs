@@ -12,6 +12,10 @@ use crate::predict::{LaneId, Request};
 use crate::tokens::Vocabulary;
 use crate::{Policy, Stats, StreamConfig, checksum};
 
+/// Frames up to this many bytes are tried with the model under
+/// [`Policy::Auto`] whatever zstd makes of them.
+const SMALL_FRAME: usize = 512;
+
 /// A coded frame: header and payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedFrame {
@@ -136,7 +140,12 @@ impl StreamEncoder {
             && !data.is_empty()
             && match self.cfg.policy {
                 Policy::Lm => true,
-                Policy::Auto => (fallback_len as f64) < self.cfg.lm_skip_ratio * data.len() as f64,
+                // Small frames (requests, interactive lines) are tried even
+                // where zstd cannot shrink them: it has too little to see.
+                Policy::Auto => {
+                    data.len() <= SMALL_FRAME
+                        || (fallback_len as f64) < self.cfg.lm_skip_ratio * data.len() as f64
+                }
                 _ => false,
             };
         if try_lm {

@@ -43,7 +43,7 @@ use llmpack_frame::Codec;
 #[non_exhaustive]
 pub enum Policy {
     /// Pick the smallest of `lm`, `zstd` and `raw` per frame (skipping `lm`
-    /// where zstd shows the frame does not compress).
+    /// where zstd shows a frame of more than 512 bytes does not compress).
     #[default]
     Auto,
     /// Always try `lm`; fall back to the smaller of `zstd`/`raw` only where

@@ -103,7 +103,11 @@ impl Scheduler {
         let s = shared.clone();
         std::thread::Builder::new()
             .name("llmpack-infer".into())
-            .spawn(move || run(predictor, rx, &s))
+            .spawn(move || {
+                let mut predictor = predictor;
+                warm_up(&mut *predictor, &s);
+                run(predictor, rx, &s)
+            })
             .expect("spawning the inference thread");
         Scheduler { tx, shared }
     }
@@ -132,15 +136,45 @@ impl Scheduler {
     }
 
     /// How long a frame of `bytes` bytes would take to encode if it joined
-    /// now: its tokens (estimated at 3 bytes each) times the measured round
-    /// time, scaled by how many batches the coders in progress fill.
+    /// now: its tokens (estimated at 3 bytes each) times the measured time
+    /// of one round (one step of every coder in progress; lanes at different
+    /// context lengths cannot share a model call, so a round costs about one
+    /// step per coder).
     pub fn estimate(&self, bytes: usize) -> Duration {
         let tokens = (bytes / 3 + 1) as u64;
-        let active = self.shared.active.load(Ordering::Relaxed) + 1;
-        let batches = active.div_ceil(self.shared.max_batch) as u64;
+        let active = self.shared.active.load(Ordering::Relaxed) as u64;
         let round = self.shared.round_ns.load(Ordering::Relaxed);
-        Duration::from_nanos(tokens.saturating_mul(round).saturating_mul(batches))
+        // A round measured with `active` coders grows by one coder's step.
+        let round = round.saturating_add(round / active.max(1));
+        Duration::from_nanos(tokens.saturating_mul(round))
     }
+}
+
+/// Times a few one-token steps on a scratch lane so the first estimates
+/// are measured, not guessed.
+fn warm_up(predictor: &mut dyn Predictor, shared: &Shared) {
+    let lane = LaneId::MAX - 1;
+    let vocab = u32::try_from(predictor.vocab_size())
+        .unwrap_or(u32::MAX)
+        .max(2);
+    let prime = Request::Prime {
+        tokens: (0..16).map(|i| i % vocab).collect(),
+    };
+    if predictor.predict(&[(lane, prime)], &mut |_, _| {}).is_err() {
+        return;
+    }
+    let t = Instant::now();
+    let steps = 8u32;
+    for i in 0..steps {
+        let step = Request::Step { token: i % vocab };
+        if predictor.predict(&[(lane, step)], &mut |_, _| {}).is_err() {
+            predictor.release(lane);
+            return;
+        }
+    }
+    let ns = u64::try_from(t.elapsed().as_nanos() / u128::from(steps)).unwrap_or(u64::MAX);
+    shared.round_ns.store(ns.max(1), Ordering::Relaxed);
+    predictor.release(lane);
 }
 
 struct Job {
