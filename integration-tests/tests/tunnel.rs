@@ -451,3 +451,92 @@ fn usize_env(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// A target that does not read: the client's writes stall once the bounded
+/// buffers along the way are full (memory does not grow with what the
+/// client sends), and every byte arrives once the target reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_target_gets_backpressure_not_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = scratch("slow");
+    keys(&dir);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = l.local_addr().unwrap();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        // Do not read until told to.
+        let _ = go_rx.await;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let p = pair(&dir, &[tunnel("z", "raw", target)], &zstd_opts()).await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    let data = Arc::new(random(64 << 20, 9));
+    let c = tokio::net::TcpStream::connect(p.addr("z")).await.unwrap();
+    let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (mut r, mut w) = c.into_split();
+    let writer = {
+        let (data, progress) = (data.clone(), progress.clone());
+        tokio::spawn(async move {
+            let mut at = 0;
+            while at < data.len() {
+                let n = w.write(&data[at..]).await.unwrap();
+                at += n;
+                progress.store(at, std::sync::atomic::Ordering::Relaxed);
+            }
+            w.shutdown().await.unwrap();
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink).await;
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let written = progress.load(std::sync::atomic::Ordering::Relaxed);
+    // Socket buffers on both sides, 1 MiB of unacknowledged frames, the QUIC
+    // stream window (8 MiB) and small channels: far less than 64 MiB.
+    assert!(
+        written < 32 << 20,
+        "{written} bytes accepted while the target reads nothing"
+    );
+    eprintln!("target not reading: the client got {written} bytes in before its writes stalled");
+    let _ = go_tx.send(());
+    let got = server.await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(sha(&got), sha(&data[..]));
+    p.shutdown().await;
+}
+
+/// A client that resets its connection: the target sees a reset too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reset_reaches_the_target() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = scratch("reset");
+    keys(&dir);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = l.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut b = [0u8; 3];
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"abc");
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+            .await
+            .expect("the target hears about the reset")
+    });
+    let p = pair(&dir, &[tunnel("z", "zstd", target)], &zstd_opts()).await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    let mut c = tokio::net::TcpStream::connect(p.addr("z")).await.unwrap();
+    c.write_all(b"abc").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    #[allow(deprecated)]
+    c.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(c);
+    let r = server.await.unwrap();
+    assert!(
+        r.is_err(),
+        "the target saw a clean end instead of a reset: {r:?}"
+    );
+    p.shutdown().await;
+}
