@@ -58,6 +58,9 @@ enum Cmd {
     /// Measure bits per byte of the model against zstd -19, xz -9e and
     /// brotli -11 on files, with byte-exact round trips.
     Eval(eval::EvalArgs),
+    /// Measure goodput, compression and latency of plain TCP and of the
+    /// tunnel per codec over emulated links; plot goodput vs link rate.
+    Bench(llmpack_bench::BenchArgs),
     /// Run the sending proxy: accept local TCP clients on each tunnel's
     /// address and carry them over the QUIC link to the receiver.
     Sender {
@@ -167,6 +170,7 @@ fn main() {
             model,
         } => unpack(&input, &output, &model),
         Cmd::Eval(args) => eval::run(&args),
+        Cmd::Bench(args) => llmpack_bench::run(&args),
         Cmd::Sender { config } => tunnel::serve(&config, llmpack_proxy::config::Role::Sender),
         Cmd::Receiver { config } => tunnel::serve(&config, llmpack_proxy::config::Role::Receiver),
         Cmd::CheckConfig { config } => tunnel::check(&config),

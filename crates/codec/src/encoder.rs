@@ -12,6 +12,9 @@ use crate::predict::{LaneId, Request};
 use crate::tokens::Vocabulary;
 use crate::{Policy, Stats, StreamConfig, checksum};
 
+/// Incompressible frames in a row after which zstd is tried only now and then.
+const INCOMPRESSIBLE_RUN: u32 = 4;
+
 /// Frames up to this many bytes are tried with the model under
 /// [`Policy::Auto`] whatever zstd makes of them.
 const SMALL_FRAME: usize = 512;
@@ -69,6 +72,10 @@ pub struct StreamEncoder {
     job: Option<LmJob>,
     ready: Option<EncodedFrame>,
     stats: Stats,
+    /// Frames in a row that zstd could not shrink below `lm_skip_ratio`.
+    incompressible: u32,
+    /// Frames pushed.
+    pushed: u64,
 }
 
 impl std::fmt::Debug for dyn Vocabulary {
@@ -96,6 +103,8 @@ impl StreamEncoder {
             job: None,
             ready: None,
             stats: Stats::default(),
+            incompressible: 0,
+            pushed: 0,
         }
     }
 
@@ -125,16 +134,32 @@ impl StreamEncoder {
         assert!(!self.busy(), "push while a frame is in progress");
         assert!(data.len() <= MAX_FRAME_LEN as usize, "frame too long");
         let sum = checksum(&data);
+        self.pushed += 1;
+        // After a run of incompressible frames (encrypted or compressed
+        // data), try zstd on one frame in 16 only: a failed zstd attempt
+        // costs as much as a successful one.
+        let skip_zstd =
+            self.incompressible >= INCOMPRESSIBLE_RUN && !self.pushed.is_multiple_of(16);
         let zstd = match self.cfg.policy {
             Policy::Raw => None,
+            _ if skip_zstd => None,
             _ => self.history.compress(self.cfg.zstd_level, &data),
         };
         let fallback = match zstd {
             Some(z) => (Codec::Zstd, Some(z)),
             None => (Codec::Raw, None),
         };
-        self.history.push(&data);
+        if self.cfg.policy != Policy::Raw {
+            self.history.push(&data);
+        }
         let fallback_len = fallback.1.as_ref().map_or(data.len(), Vec::len);
+        if !skip_zstd && !data.is_empty() {
+            if (fallback_len as f64) < self.cfg.lm_skip_ratio * data.len() as f64 {
+                self.incompressible = 0;
+            } else {
+                self.incompressible = self.incompressible.saturating_add(1);
+            }
+        }
         let try_lm = allow_model
             && self.lane.is_some()
             && !data.is_empty()

@@ -66,6 +66,62 @@ pub struct Coding {
     pub max_delay: Duration,
     /// Buffering and framing limits.
     pub limits: Limits,
+    /// Metric handles, looked up once per connection.
+    pub metrics: ConnMetrics,
+}
+
+/// A direction of a connection, as seen from this end.
+#[derive(Debug, Clone, Copy)]
+pub enum Dir {
+    /// What this end receives (from the link, or from its socket for `app`).
+    In = 0,
+    /// What this end sends.
+    Out = 1,
+}
+
+/// Metric handles of one frame codec in one direction.
+#[derive(Debug, Clone)]
+pub struct FrameMetrics {
+    frames: metrics::Counter,
+    bytes_in: metrics::Counter,
+    bytes_out: metrics::Counter,
+    bits_per_byte: metrics::Histogram,
+}
+
+/// A connection's metric handles: bytes at the socket (`app`) and on the
+/// link per direction, and frames per direction and codec.
+#[derive(Debug, Clone)]
+pub struct ConnMetrics {
+    app: [metrics::Counter; 2],
+    link: [metrics::Counter; 2],
+    frames: [[FrameMetrics; 3]; 2],
+}
+
+impl ConnMetrics {
+    /// The handles of tunnel `tunnel` at an end of role `role`.
+    pub fn new(tunnel: &str, role: &'static str) -> Self {
+        let dirs = ["in", "out"];
+        let bytes = |name: &'static str, d: &'static str| metrics::counter!(name, "tunnel" => tunnel.to_string(), "role" => role, "direction" => d);
+        let frame = |d: &'static str, codec: llmpack_frame::Codec| {
+            let labels = [
+                ("tunnel", tunnel.to_string()),
+                ("role", role.to_string()),
+                ("direction", d.to_string()),
+                ("codec", codec.name().to_string()),
+            ];
+            FrameMetrics {
+                frames: metrics::counter!("llmpack_frames_total", &labels),
+                bytes_in: metrics::counter!("llmpack_frame_bytes_in_total", &labels),
+                bytes_out: metrics::counter!("llmpack_frame_bytes_out_total", &labels),
+                bits_per_byte: metrics::histogram!("llmpack_frame_bits_per_byte", &labels),
+            }
+        };
+        ConnMetrics {
+            app: dirs.map(|d| bytes("llmpack_app_bytes_total", d)),
+            link: dirs.map(|d| bytes("llmpack_link_bytes_total", d)),
+            frames: dirs.map(|d| llmpack_frame::Codec::ALL.map(|c| frame(d, c))),
+        }
+    }
 }
 
 /// Framing and buffering limits of a connection.
@@ -153,32 +209,22 @@ impl Coding {
         p
     }
 
-    fn count_frame(&self, dir: &'static str, f: &FrameHeader) {
-        let codec = f.codec.name();
-        let labels = [
-            ("tunnel", self.tunnel.clone()),
-            ("role", self.role.to_string()),
-            ("direction", dir.to_string()),
-            ("codec", codec.to_string()),
-        ];
-        metrics::counter!("llmpack_frames_total", &labels).increment(1);
-        metrics::counter!("llmpack_frame_bytes_in_total", &labels).increment(u64::from(f.orig_len));
-        metrics::counter!("llmpack_frame_bytes_out_total", &labels)
+    fn count_frame(&self, dir: Dir, f: &FrameHeader) {
+        let m = &self.metrics.frames[dir as usize][usize::from(f.codec.to_byte()).min(2)];
+        m.frames.increment(1);
+        m.bytes_in.increment(u64::from(f.orig_len));
+        m.bytes_out
             .increment(u64::from(f.payload_len) + llmpack_frame::FRAME_HEADER_LEN as u64);
         if f.orig_len > 0 {
-            let bpb = 8.0 * f64::from(f.payload_len) / f64::from(f.orig_len);
-            metrics::histogram!("llmpack_frame_bits_per_byte", &labels).record(bpb);
+            m.bits_per_byte
+                .record(8.0 * f64::from(f.payload_len) / f64::from(f.orig_len));
         }
-    }
-
-    fn count_bytes(&self, name: &'static str, dir: &'static str, n: usize) {
-        metrics::counter!(name, "tunnel" => self.tunnel.clone(), "role" => self.role, "direction" => dir)
-            .increment(n as u64);
     }
 }
 
 /// Appends `data` to a bounded tail buffer.
 fn push_tail(tail: &mut Vec<u8>, data: &[u8]) {
+    let data = &data[data.len().saturating_sub(REBUILD_TAIL)..];
     tail.extend_from_slice(data);
     if tail.len() > REBUILD_TAIL {
         tail.drain(..tail.len() - REBUILD_TAIL);
@@ -251,10 +297,10 @@ async fn reader(
             match msg {
                 Msg::Frame { .. } | Msg::Restart { .. } | Msg::Fin => {
                     if let Msg::Frame { header, .. } = &msg {
-                        coding.count_bytes(
-                            "llmpack_link_bytes_total",
-                            "in",
-                            header.payload_len as usize + llmpack_frame::FRAME_HEADER_LEN + 1,
+                        coding.metrics.link[Dir::In as usize].increment(
+                            u64::from(header.payload_len)
+                                + llmpack_frame::FRAME_HEADER_LEN as u64
+                                + 1,
                         );
                     }
                     frames
@@ -309,7 +355,7 @@ async fn writer(
         send.write_all(&buf)
             .await
             .map_err(|e| ConnError::Stream(e.to_string()))?;
-        coding.count_bytes("llmpack_link_bytes_total", "out", buf.len());
+        coding.metrics.link[Dir::Out as usize].increment(buf.len() as u64);
     }
     send.finish()
         .map_err(|e| ConnError::Stream(e.to_string()))?;
@@ -333,7 +379,7 @@ struct Outbound<'a> {
 
 impl Outbound<'_> {
     async fn send_frame(&mut self, f: EncodedFrame, data: Vec<u8>) -> Result<(), ConnError> {
-        self.coding.count_frame("out", &f.header);
+        self.coding.count_frame(Dir::Out, &f.header);
         push_tail(&mut self.tail, &data);
         self.unacked_bytes += data.len();
         self.unacked.push_back((self.next_seq, data));
@@ -395,7 +441,7 @@ impl Outbound<'_> {
         for data in resend {
             free.push(data);
             let f = free.take_frame().expect("model-free frames finish in push");
-            self.coding.count_frame("out", &f.header);
+            self.coding.count_frame(Dir::Out, &f.header);
             self.msg(Msg::Frame {
                 header: f.header,
                 payload: f.payload,
@@ -426,14 +472,13 @@ async fn encode_pump<R: AsyncRead + Unpin>(
         unacked_bytes: 0,
         tail: Vec::new(),
     };
-    let mut pending: Vec<u8> = Vec::new();
+    let mut pending = BytesMut::new();
     let mut first_at = Instant::now();
     let mut last_read = Instant::now();
     let mut eof = false;
     let mut fin_sent = false;
     let mut in_flight: Option<(Coded, Vec<u8>)> = None;
     let mut deferred_resend: Option<u64> = None;
-    let mut read_buf = vec![0u8; 64 << 10];
     let result = loop {
         if in_flight.is_none() {
             if let Some(seq) = deferred_resend.take() {
@@ -456,7 +501,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                     || now >= first_at + limits.flush_max);
             if due {
                 let n = pending.len().min(limits.frame);
-                let data: Vec<u8> = pending.drain(..n).collect();
+                let data: Vec<u8> = pending.split_to(n).to_vec();
                 if !pending.is_empty() {
                     first_at = Instant::now();
                 }
@@ -504,17 +549,20 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                     break Err(ConnError::Stream("the peer closed the stream before acknowledging our data".into()));
                 }
             },
-            r = rd.read(&mut read_buf), if !eof && room => {
-                let n = r?;
+            r = async {
+                let was_empty = pending.is_empty();
+                pending.reserve(limits.frame.max(64 << 10));
+                rd.read_buf(&mut pending).await.map(|n| (n, was_empty))
+            }, if !eof && room => {
+                let (n, was_empty) = r?;
                 if n == 0 {
                     eof = true;
                 } else {
-                    if pending.is_empty() {
+                    if was_empty {
                         first_at = Instant::now();
                     }
                     last_read = Instant::now();
-                    pending.extend_from_slice(&read_buf[..n]);
-                    coding.count_bytes("llmpack_app_bytes_total", "in", n);
+                    coding.metrics.app[Dir::In as usize].increment(n as u64);
                 }
             }
             w = async { in_flight.as_mut().expect("guarded").0.as_mut().await }, if in_flight.is_some() => {
@@ -566,7 +614,7 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
                 if discarding.is_some() {
                     continue;
                 }
-                coding.count_frame("in", &header);
+                coding.count_frame(Dir::In, &header);
                 dec.push(header, payload);
                 let output = match dec.take_output() {
                     Some(o) => o,
@@ -585,7 +633,7 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
                 match output {
                     Ok(data) => {
                         wr.write_all(&data).await?;
-                        coding.count_bytes("llmpack_app_bytes_total", "out", data.len());
+                        coding.metrics.app[Dir::Out as usize].increment(data.len() as u64);
                         push_tail(&mut tail, &data);
                         send(Msg::Ack { seq: expect }).await?;
                         expect += 1;

@@ -20,10 +20,6 @@ use crate::sched::Scheduler;
 /// The model directory used when the config names none.
 pub const DEFAULT_MODEL: &str = "models/default";
 
-/// zstd level of tunnel frames: fast enough for LAN rates on one core,
-/// within a few percent of level 19 on text with the stream's history.
-pub const TUNNEL_ZSTD_LEVEL: i32 = 6;
-
 /// The loaded model of a proxy, shared by all its connections.
 #[derive(Debug, Clone)]
 pub(crate) struct ModelRt {
@@ -73,7 +69,7 @@ impl Shared {
             policy: t.policy,
             primer: t.primer.clone(),
             lm: model.and_then(|_| self.rule(t)),
-            zstd_level: TUNNEL_ZSTD_LEVEL,
+            zstd_level: t.zstd_level,
             vocab: match model {
                 Some(m) => m.vocab.clone(),
                 None => Arc::new(ByteVocab::default()),
@@ -81,6 +77,7 @@ impl Shared {
             sched: model.map(|m| m.sched.clone()),
             max_delay: self.max_delay,
             limits: self.limits,
+            metrics: crate::conn::ConnMetrics::new(&t.name, self.role_label()),
         }
     }
 }

@@ -112,6 +112,7 @@ impl Config {
             if let Some(w) = t.window {
                 let _ = write!(s, ", window {w}");
             }
+            let _ = write!(s, ", zstd level {}", t.zstd_level);
             if let Some(k) = t.keep {
                 let _ = write!(s, ", keep {k}");
             }

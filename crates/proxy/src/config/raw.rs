@@ -125,6 +125,8 @@ pub struct RawTunnel {
     pub window: Option<u32>,
     /// Re-prime keep override (tokens).
     pub keep: Option<u32>,
+    /// zstd level of this end's zstd frames.
+    pub zstd_level: Option<i32>,
 }
 
 /// A byte size as written: a bare number of bytes (`16384`) or a string

@@ -463,6 +463,14 @@ fn tunnels(
             ));
         }
 
+        let zstd_level = t.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL);
+        if !(1..=19).contains(&zstd_level) {
+            return Err(ConfigError::field(
+                f("zstd_level"),
+                format!("{zstd_level}: zstd levels run from 1 (fastest) to 19 (smallest)"),
+            ));
+        }
+
         out.push(TunnelConfig {
             name,
             listen,
@@ -471,6 +479,7 @@ fn tunnels(
             primer,
             window: t.window,
             keep: t.keep,
+            zstd_level,
         });
     }
     Ok(out)

@@ -1,0 +1,246 @@
+//! Reports of a benchmark: a terminal table, JSON, and an SVG plot of
+//! goodput against link rate per mode.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+
+use crate::run::{Mode, RunResult};
+
+/// The table of results, one row per run, with notes under it.
+pub fn table(results: &[RunResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<9} {:<6} {:<8} {:>9} {:>13} {:>6} {:>11} {:>11} {:>9} {:>9} {:>6} {:>5}  frames",
+        "scenario",
+        "mode",
+        "workload",
+        "ok/reqs",
+        "goodput",
+        "ratio",
+        "link up",
+        "link down",
+        "p50",
+        "p99",
+        "cpu s",
+        "drop"
+    );
+    for r in results {
+        let frames = r
+            .frames
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            s,
+            "{:<9} {:<6} {:<8} {:>9} {:>13} {:>6.2} {:>11} {:>11} {:>9} {:>9} {:>6.1} {:>5}  {}",
+            r.scenario.name,
+            r.mode.name(),
+            r.workload,
+            format!("{}/{}", r.complete, r.requests),
+            rate(r.goodput_bps),
+            r.ratio,
+            bytes(r.link_bytes_up),
+            bytes(r.link_bytes_down),
+            ms(r.latency_p50_ms),
+            ms(r.latency_p99_ms),
+            r.cpu_s,
+            r.link_packets_dropped,
+            if frames.is_empty() { "-" } else { &frames }
+        );
+    }
+    for note in notes(results) {
+        let _ = writeln!(s, "note: {note}");
+    }
+    s
+}
+
+/// Explanations the numbers need.
+pub fn notes(results: &[RunResult]) -> Vec<String> {
+    let mut out = vec![
+        "goodput = complete response bytes / wall time (first request to last response); \
+         ratio = application bytes / link payload bytes, both directions (headers not counted); \
+         cpu s = the whole bench process (clients, server, relay, both proxies and the model)"
+            .to_string(),
+    ];
+    let lossy_direct = results
+        .iter()
+        .any(|r| r.mode == Mode::Direct && r.scenario.loss > 0.0);
+    if lossy_direct {
+        out.push(
+            "loss applies to UDP only: the TCP relay of the direct baseline cannot drop TCP bytes, \
+             so direct runs see no loss"
+                .into(),
+        );
+    }
+    let bad: Vec<String> = results
+        .iter()
+        .filter(|r| r.corrupt + r.errors + r.unfinished > 0)
+        .map(|r| {
+            format!(
+                "{} {} {}: {} corrupt, {} failed, {} unfinished",
+                r.scenario.name,
+                r.mode.name(),
+                r.workload,
+                r.corrupt,
+                r.errors,
+                r.unfinished
+            )
+        })
+        .collect();
+    out.extend(bad);
+    out
+}
+
+/// The results as pretty-printed JSON.
+pub fn json(results: &[RunResult]) -> Result<String> {
+    serde_json::to_string_pretty(results).context("serializing results")
+}
+
+/// Writes an SVG plot of goodput against link rate, one line per mode (and
+/// workload, if there are several), both axes logarithmic, with the link
+/// rate itself as a dashed reference. Runs on unlimited links are left out.
+pub fn plot(results: &[RunResult], path: &Path) -> Result<()> {
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let several = results
+        .iter()
+        .any(|r| results.first().is_some_and(|f| f.workload != r.workload));
+    for r in results {
+        let Some(rate) = r.scenario.rate_bps else {
+            continue;
+        };
+        let key = if several {
+            format!("{} {}", r.mode.name(), r.workload)
+        } else {
+            r.mode.name().to_string()
+        };
+        series
+            .entry(key)
+            .or_default()
+            .push((rate as f64, r.goodput_bps.max(1.0)));
+    }
+    let points = series.values().flatten();
+    let (mut x0, mut x1, mut y1) = (f64::MAX, 1.0f64, 1.0f64);
+    for (x, y) in points {
+        x0 = x0.min(*x);
+        x1 = x1.max(*x);
+        y1 = y1.max(*y).max(*x);
+    }
+    if series.is_empty() {
+        x0 = 1e3;
+        x1 = 1e9;
+        y1 = 1e9;
+    }
+    let y0 = series
+        .values()
+        .flatten()
+        .map(|p| p.1)
+        .fold(x0, f64::min)
+        .max(1.0);
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    let draw = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing {}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("LLMPack goodput vs link rate", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            (x0 / 2.0..x1 * 2.0).log_scale(),
+            (y0 / 2.0..y1 * 4.0).log_scale(),
+        )
+        .map_err(|e| draw(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("link rate (bit/s)")
+        .y_desc("goodput (bit/s)")
+        .x_label_formatter(&|v| rate(*v))
+        .y_label_formatter(&|v| rate(*v))
+        .draw()
+        .map_err(|e| draw(&e))?;
+    let reference = [(x0 / 2.0, x0 / 2.0), (x1 * 2.0, x1 * 2.0)];
+    chart
+        .draw_series(DashedLineSeries::new(
+            reference,
+            6,
+            4,
+            BLACK.mix(0.4).into(),
+        ))
+        .map_err(|e| draw(&e))?
+        .label("link rate")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.4)));
+    for (i, (name, mut pts)) in series.into_iter().enumerate() {
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|e| draw(&e))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart
+            .draw_series(PointSeries::of_element(
+                pts,
+                4,
+                color.filled(),
+                &|c, s, st| Circle::new(c, s, st),
+            ))
+            .map_err(|e| draw(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| draw(&e))?;
+    root.present().map_err(|e| draw(&e))?;
+    Ok(())
+}
+
+/// A rate in bits per second, e.g. `64.0 kbit/s`.
+pub fn rate(bps: f64) -> String {
+    match bps {
+        b if b >= 1e9 => format!("{:.2} Gbit/s", b / 1e9),
+        b if b >= 1e6 => format!("{:.2} Mbit/s", b / 1e6),
+        b if b >= 1e3 => format!("{:.1} kbit/s", b / 1e3),
+        b => format!("{b:.0} bit/s"),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    let b = n as f64;
+    match n {
+        n if n >= 1 << 30 => format!("{:.2} GiB", b / f64::from(1u32 << 30)),
+        n if n >= 1 << 20 => format!("{:.2} MiB", b / f64::from(1u32 << 20)),
+        n if n >= 1 << 10 => format!("{:.1} KiB", b / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn ms(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v >= 10_000.0 {
+        format!("{:.1} s", v / 1e3)
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(rate(64_000.0), "64.0 kbit/s");
+        assert_eq!(rate(1.5e6), "1.50 Mbit/s");
+        assert_eq!(bytes(2048), "2.0 KiB");
+        assert_eq!(ms(f64::NAN), "-");
+    }
+}

@@ -1,0 +1,447 @@
+//! One benchmark run: scenario × mode × workload.
+//!
+//! A response server (plain TCP, HTTP/1.0-like: one request line, one
+//! response, close) sits behind the path under test; `clients` concurrent
+//! clients make request/response exchanges for `duration` and check every
+//! response byte for byte against the slice they asked for.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use crate::link::{LinkStats, TcpRelay};
+use crate::scenario::Scenario;
+use crate::tunnel::{ModelOpts, Pair, TUNNEL};
+use crate::workload::Workload;
+
+/// Longest request line the server reads.
+const MAX_REQUEST: u64 = 256;
+
+/// The path a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Plain TCP through the emulated link (a [`TcpRelay`]), no tunnel.
+    Direct,
+    /// The LLMPack tunnel with `codec = "raw"`.
+    Raw,
+    /// The tunnel with `codec = "zstd"`.
+    Zstd,
+    /// The tunnel with `codec = "lm"`.
+    Lm,
+    /// The tunnel with `codec = "auto"`.
+    Auto,
+}
+
+impl Mode {
+    /// All modes, in report order.
+    pub const ALL: [Mode; 5] = [Mode::Direct, Mode::Raw, Mode::Zstd, Mode::Lm, Mode::Auto];
+
+    /// The mode's name (the tunnel codec, or `direct`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Direct => "direct",
+            Mode::Raw => "raw",
+            Mode::Zstd => "zstd",
+            Mode::Lm => "lm",
+            Mode::Auto => "auto",
+        }
+    }
+
+    /// Parses a mode name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s.trim())
+            .ok_or_else(|| format!("unknown mode `{s}`: use direct, raw, zstd, lm or auto"))
+    }
+}
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The emulated link.
+    pub scenario: Scenario,
+    /// The path under test.
+    pub mode: Mode,
+    /// What the server answers with.
+    pub workload: Arc<Workload>,
+    /// How long clients keep starting new requests.
+    pub duration: Duration,
+    /// How long requests still in flight at the end may take to finish.
+    pub grace: Duration,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Bytes per response.
+    pub response_size: usize,
+    /// Seed of the link's loss draws.
+    pub seed: u64,
+    /// Model settings of the tunnel proxies.
+    pub model: ModelOpts,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// The emulated link.
+    pub scenario: Scenario,
+    /// The path under test.
+    pub mode: Mode,
+    /// The workload's name.
+    pub workload: String,
+    /// Seconds from the first request to the last response.
+    pub elapsed_s: f64,
+    /// Requests started.
+    pub requests: u64,
+    /// Responses that arrived complete and byte-exact.
+    pub complete: u64,
+    /// Responses that arrived but differed from the expected bytes.
+    pub corrupt: u64,
+    /// Requests that failed with an I/O error.
+    pub errors: u64,
+    /// Requests still unfinished when the grace period ran out.
+    pub unfinished: u64,
+    /// Application bytes both ways: request lines plus complete responses.
+    pub app_bytes: u64,
+    /// Payload bytes the link delivered client → server (TCP payload or UDP
+    /// datagrams, without IP/UDP/TCP headers).
+    pub link_bytes_up: u64,
+    /// Payload bytes the link delivered server → client.
+    pub link_bytes_down: u64,
+    /// UDP datagrams dropped by random loss or a full queue.
+    pub link_packets_dropped: u64,
+    /// `app_bytes / (link_bytes_up + link_bytes_down)`.
+    pub ratio: f64,
+    /// Response bytes per second, in bits per second.
+    pub goodput_bps: f64,
+    /// Median request latency (connect to last byte), milliseconds.
+    pub latency_p50_ms: f64,
+    /// 99th percentile request latency, milliseconds.
+    pub latency_p99_ms: f64,
+    /// CPU seconds of this whole process during the run (clients, server,
+    /// relay and both proxies, model included).
+    pub cpu_s: f64,
+    /// Frames sent by either proxy, by codec.
+    pub frames: BTreeMap<String, u64>,
+}
+
+/// Counters the clients share.
+#[derive(Debug, Default)]
+struct Tally {
+    next: AtomicU64,
+    complete: AtomicU64,
+    corrupt: AtomicU64,
+    errors: AtomicU64,
+    unfinished: AtomicU64,
+    app_bytes: AtomicU64,
+    response_bytes: AtomicU64,
+}
+
+/// The measured path: what clients connect to and how its link is counted.
+enum Path {
+    Direct(TcpRelay),
+    Tunnel(Box<Pair>),
+}
+
+impl Path {
+    fn stats(&self) -> LinkStats {
+        match self {
+            Path::Direct(r) => r.stats(),
+            Path::Tunnel(p) => p.relay.stats(),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Path::Direct(r) => r.shutdown(),
+            Path::Tunnel(p) => p.shutdown().await,
+        }
+    }
+}
+
+/// Runs one scenario × mode × workload and measures it.
+pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
+    let (server, server_task) = serve(spec.workload.clone(), spec.response_size).await?;
+    let link = spec.scenario.link(spec.seed);
+    let (path, addr) = match spec.mode {
+        Mode::Direct => {
+            let relay = TcpRelay::start(local(), server, link)
+                .await
+                .context("starting the TCP link relay")?;
+            let addr = relay.local_addr();
+            (Path::Direct(relay), addr)
+        }
+        m => {
+            let pair = Pair::start(m.name(), server, link, &spec.model).await?;
+            let addr = pair.addr;
+            (Path::Tunnel(Box::new(pair)), addr)
+        }
+    };
+    let link0 = path.stats();
+    let frames0 = frame_counts();
+    let cpu0 = cpu_seconds();
+    let tally = Arc::new(Tally::default());
+    let start = Instant::now();
+    let end = start + spec.duration;
+    let hard = end + spec.grace;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..spec.clients.max(1) {
+        let (tally, workload, size) = (tally.clone(), spec.workload.clone(), spec.response_size);
+        clients.spawn(client(addr, tally, workload, size, end, hard));
+    }
+    let mut latencies = Vec::new();
+    while let Some(r) = clients.join_next().await {
+        latencies.extend(r.context("client task")?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds() - cpu0;
+    let link1 = path.stats();
+    let frames1 = frame_counts();
+    // Let the clients' closes cross the link before the proxies stop, so
+    // shutdown does not cut streams that are still closing.
+    tokio::time::sleep(spec.scenario.rtt * 2 + Duration::from_millis(200)).await;
+    path.shutdown().await;
+    server_task.abort();
+
+    let up = link1.up.bytes_delivered - link0.up.bytes_delivered;
+    let down = link1.down.bytes_delivered - link0.down.bytes_delivered;
+    let dropped = |s: &LinkStats| {
+        s.up.packets_lost
+            + s.up.packets_overflowed
+            + s.down.packets_lost
+            + s.down.packets_overflowed
+    };
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let app_bytes = get(&tally.app_bytes);
+    let frames = frames1
+        .into_iter()
+        .map(|(k, v)| {
+            let before = frames0.get(&k).copied().unwrap_or(0);
+            (k, v.saturating_sub(before))
+        })
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    Ok(RunResult {
+        scenario: spec.scenario.clone(),
+        mode: spec.mode,
+        workload: spec.workload.name.clone(),
+        elapsed_s: elapsed,
+        requests: get(&tally.next),
+        complete: get(&tally.complete),
+        corrupt: get(&tally.corrupt),
+        errors: get(&tally.errors),
+        unfinished: get(&tally.unfinished),
+        app_bytes,
+        link_bytes_up: up,
+        link_bytes_down: down,
+        link_packets_dropped: dropped(&link1) - dropped(&link0),
+        ratio: if up + down == 0 {
+            0.0
+        } else {
+            app_bytes as f64 / (up + down) as f64
+        },
+        goodput_bps: get(&tally.response_bytes) as f64 * 8.0 / elapsed.max(1e-9),
+        latency_p50_ms: percentile(&latencies, 500),
+        latency_p99_ms: percentile(&latencies, 990),
+        cpu_s,
+        frames,
+    })
+}
+
+/// The response server: reads `GET <n>` and answers with response `n`.
+async fn serve(
+    workload: Arc<Workload>,
+    size: usize,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(local())
+        .await
+        .context("binding the response server")?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let workload = workload.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut line = String::new();
+                if BufReader::new(r.take(MAX_REQUEST))
+                    .read_line(&mut line)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let Some(n) = parse_request(&line) else {
+                    return;
+                };
+                let _ = w.write_all(&workload.response(n, size)).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+fn parse_request(line: &str) -> Option<u64> {
+    line.trim().strip_prefix("GET ")?.parse().ok()
+}
+
+/// One client: exchanges until `end`; returns its latencies in ms.
+async fn client(
+    addr: SocketAddr,
+    tally: Arc<Tally>,
+    workload: Arc<Workload>,
+    size: usize,
+    end: Instant,
+    hard: Instant,
+) -> Vec<f64> {
+    let mut latencies = Vec::new();
+    let add = |c: &AtomicU64, n: usize| {
+        c.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    };
+    while Instant::now() < end {
+        let n = tally.next.fetch_add(1, Ordering::Relaxed);
+        let t0 = Instant::now();
+        let request = format!("GET {n}\n");
+        match tokio::time::timeout_at(hard, exchange(addr, request.as_bytes())).await {
+            Err(_) => {
+                add(&tally.unfinished, 1);
+                break;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, n, "request failed");
+                add(&tally.errors, 1);
+                // Don't spin on a dead path.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(Ok(body)) => {
+                latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+                if body == workload.response(n, size) {
+                    add(&tally.complete, 1);
+                    add(&tally.app_bytes, request.len() + body.len());
+                    add(&tally.response_bytes, body.len());
+                } else {
+                    add(&tally.corrupt, 1);
+                }
+            }
+        }
+    }
+    latencies
+}
+
+async fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    s.write_all(request).await?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).await?;
+    Ok(body)
+}
+
+/// Nearest-rank percentile of sorted values; `per_mille` 500 is the median.
+fn percentile(sorted: &[f64], per_mille: usize) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (sorted.len() * per_mille).div_ceil(1000).max(1);
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn local() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// User plus system CPU time of this process, from `/proc/self/stat`
+/// (clock ticks of 1/100 s, the Linux `USER_HZ`); 0 where unavailable.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after `)`.
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (tick(11) + tick(12)) as f64 / 100.0
+}
+
+/// `llmpack_frames_total` of the bench tunnel's sent frames (`direction="out"`,
+/// both roles), by codec, from this process's metrics.
+fn frame_counts() -> BTreeMap<String, u64> {
+    parse_frames(&llmpack_proxy::metrics_http::render())
+}
+
+fn parse_frames(text: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("llmpack_frames_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once('}') else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(key, _)| key.trim() == k)
+                .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        };
+        if label("tunnel").as_deref() != Some(TUNNEL)
+            || label("direction").as_deref() != Some("out")
+        {
+            continue;
+        }
+        let (Some(codec), Ok(v)) = (label("codec"), value.trim().parse::<u64>()) else {
+            continue;
+        };
+        *out.entry(codec).or_insert(0) += v;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_from_metrics_text() {
+        let text = "# TYPE llmpack_frames_total counter\n\
+            llmpack_frames_total{tunnel=\"bench\",role=\"sender\",direction=\"out\",codec=\"zstd\"} 3\n\
+            llmpack_frames_total{tunnel=\"bench\",role=\"receiver\",direction=\"out\",codec=\"zstd\"} 4\n\
+            llmpack_frames_total{tunnel=\"bench\",role=\"receiver\",direction=\"in\",codec=\"zstd\"} 3\n\
+            llmpack_frames_total{tunnel=\"other\",role=\"sender\",direction=\"out\",codec=\"lm\"} 9\n";
+        let f = parse_frames(text);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f["zstd"], 7);
+    }
+
+    #[test]
+    fn percentiles_and_requests() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 500), 50.0);
+        assert_eq!(percentile(&v, 990), 99.0);
+        assert!(percentile(&[], 500).is_nan());
+        assert_eq!(parse_request("GET 42\n"), Some(42));
+        assert_eq!(parse_request("PUT 1\n"), None);
+        assert!(cpu_seconds() >= 0.0);
+    }
+}
