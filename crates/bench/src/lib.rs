@@ -78,7 +78,7 @@ pub struct BenchArgs {
     /// Model directory for lm and auto (default: models/default).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// The proxies' [model] max_delay: frames the model cannot finish within
+    /// The proxies' `[model] max_delay`: frames the model cannot finish within
     /// it go zstd (default: the proxy's, 2s).
     #[arg(long, value_parser = llmpack_proxy::units::parse_duration)]
     pub max_delay: Option<Duration>,

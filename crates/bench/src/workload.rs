@@ -38,7 +38,7 @@ pub const MIN_CLASS_BYTES: usize = 32 * 1024;
 const BINARY_BYTES: usize = 1 << 20;
 
 /// Bytes taken from each class in turn for `mix`.
-const MIX_BLOCK: usize = 4 * 1024;
+pub const MIX_BLOCK: usize = 4 * 1024;
 
 /// One traffic class.
 #[derive(Debug, Clone)]

@@ -12,8 +12,28 @@ use crate::predict::{LaneId, Request};
 use crate::tokens::Vocabulary;
 use crate::{Policy, Stats, StreamConfig, checksum};
 
-/// Incompressible frames in a row after which zstd is tried only now and then.
-const INCOMPRESSIBLE_RUN: u32 = 4;
+/// Whether `data` (at least 4 KiB of it) has an order-0 entropy above 7.9
+/// bits per byte: random-looking, so zstd would not shrink it. Text is
+/// around 4.5-5.5, binaries and tables well below 7.5.
+fn looks_random(data: &[u8]) -> bool {
+    if data.len() < 4096 {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    for &b in data {
+        counts[usize::from(b)] += 1;
+    }
+    let n = data.len() as f64;
+    let bits: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    bits > 7.9
+}
 
 /// Frames up to this many bytes are tried with the model under
 /// [`Policy::Auto`] whatever zstd makes of them.
@@ -72,10 +92,6 @@ pub struct StreamEncoder {
     job: Option<LmJob>,
     ready: Option<EncodedFrame>,
     stats: Stats,
-    /// Frames in a row that zstd could not shrink below `lm_skip_ratio`.
-    incompressible: u32,
-    /// Frames pushed.
-    pushed: u64,
 }
 
 impl std::fmt::Debug for dyn Vocabulary {
@@ -103,8 +119,6 @@ impl StreamEncoder {
             job: None,
             ready: None,
             stats: Stats::default(),
-            incompressible: 0,
-            pushed: 0,
         }
     }
 
@@ -134,12 +148,10 @@ impl StreamEncoder {
         assert!(!self.busy(), "push while a frame is in progress");
         assert!(data.len() <= MAX_FRAME_LEN as usize, "frame too long");
         let sum = checksum(&data);
-        self.pushed += 1;
-        // After a run of incompressible frames (encrypted or compressed
-        // data), try zstd on one frame in 16 only: a failed zstd attempt
-        // costs as much as a successful one.
-        let skip_zstd =
-            self.incompressible >= INCOMPRESSIBLE_RUN && !self.pushed.is_multiple_of(16);
+        // Bytes that look uniformly random (encrypted or already compressed
+        // data) skip zstd: a failed zstd attempt costs as much as a
+        // successful one, and this check costs a byte histogram.
+        let skip_zstd = looks_random(&data);
         let zstd = match self.cfg.policy {
             Policy::Raw => None,
             _ if skip_zstd => None,
@@ -153,13 +165,7 @@ impl StreamEncoder {
             self.history.push(&data);
         }
         let fallback_len = fallback.1.as_ref().map_or(data.len(), Vec::len);
-        if !skip_zstd && !data.is_empty() {
-            if (fallback_len as f64) < self.cfg.lm_skip_ratio * data.len() as f64 {
-                self.incompressible = 0;
-            } else {
-                self.incompressible = self.incompressible.saturating_add(1);
-            }
-        }
+
         let try_lm = allow_model
             && self.lane.is_some()
             && !data.is_empty()

@@ -389,3 +389,6 @@ impl BlockDecoder {
         &self.stats
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -418,14 +418,11 @@ fn repair_count(k: u16, ratio: f64) -> u32 {
     if ratio <= 0.0 {
         return 0;
     }
-    let want = (f64::from(k) * ratio).ceil();
-    // k <= 65535 and ratio <= 4: the value fits comfortably in a u32.
-    let want = if want >= f64::from(u32::MAX) {
-        u32::MAX
-    } else {
-        want as u32
-    };
-    want.max(1)
+    // Clamped below 4 * 65536 (validate() caps the ratio at 4): the cast is exact.
+    let want = (f64::from(k) * ratio).ceil().clamp(1.0, 4.0 * 65_536.0);
+    #[allow(clippy::cast_possible_truncation, reason = "clamped to [1, 2^18]")]
+    let want = want as u32;
+    want
 }
 
 fn datagram(mut header: SymbolHeader, packet: EncodingPacket) -> Vec<u8> {
@@ -436,3 +433,6 @@ fn datagram(mut header: SymbolHeader, packet: EncodingPacket) -> Vec<u8> {
     v.extend_from_slice(&symbol);
     v
 }
+
+#[cfg(test)]
+mod tests;

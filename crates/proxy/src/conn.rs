@@ -68,6 +68,8 @@ pub struct Coding {
     pub limits: Limits,
     /// Metric handles, looked up once per connection.
     pub metrics: ConnMetrics,
+    /// The link's delivery rate estimate, bytes/s (0: not known yet).
+    pub link_rate: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A direction of a connection, as seen from this end.
@@ -218,6 +220,37 @@ impl Coding {
         if f.orig_len > 0 {
             m.bits_per_byte
                 .record(8.0 * f64::from(f.payload_len) / f64::from(f.orig_len));
+        }
+    }
+}
+
+/// Whether the model may code a frame of `n` bytes that it expects to finish
+/// in `est`: within `max_delay`, and, under `auto`, no later than the link
+/// would need to carry the frame uncompressed (so the link does not sit idle
+/// waiting for the model; on a fast link the model-free codecs win). Under
+/// `lm` only `max_delay` applies.
+fn model_in_time(est: Duration, n: usize, coding: &Coding) -> bool {
+    if est > coding.max_delay {
+        return false;
+    }
+    if coding.policy != Policy::Auto {
+        return true;
+    }
+    let rate = coding.link_rate.load(std::sync::atomic::Ordering::Relaxed);
+    rate == 0 || est.as_secs_f64() <= n as f64 / rate as f64
+}
+
+/// Keeps `rate` at the link's delivery rate estimate (congestion window per
+/// round-trip time) while `conn` lives.
+pub async fn track_link_rate(conn: quinn::Connection, rate: Arc<std::sync::atomic::AtomicU64>) {
+    loop {
+        let path = conn.stats().path;
+        let rtt = path.rtt.as_secs_f64().max(1e-4);
+        let r = path.cwnd as f64 / rtt;
+        rate.store(r.min(1e12) as u64, std::sync::atomic::Ordering::Relaxed);
+        tokio::select! {
+            _ = conn.closed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
 }
@@ -508,7 +541,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                 let allow = coding
                     .sched
                     .as_ref()
-                    .is_some_and(|s| s.estimate(n) <= coding.max_delay);
+                    .is_some_and(|s| model_in_time(s.estimate(n), n, coding));
                 let mut enc = o.enc.take().expect("encoder present between frames");
                 enc.push_with(data.clone(), allow);
                 match enc.take_frame() {

@@ -130,6 +130,8 @@ async fn link(
         }
     };
     info!(%remote, model_coding = agreed.lm, "link up");
+    let rate = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(crate::conn::track_link_rate(conn.clone(), rate.clone()));
     metrics::gauge!("llmpack_probe_match").set(if agreed.lm { 1.0 } else { 0.0 });
     loop {
         match conn.accept_bi().await {
@@ -138,6 +140,7 @@ async fn link(
                     send,
                     recv,
                     agreed.lm,
+                    rate.clone(),
                     shared.clone(),
                     tunnels.clone(),
                 ));
@@ -184,6 +187,7 @@ async fn stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     lm: bool,
+    rate: Arc<std::sync::atomic::AtomicU64>,
     shared: Arc<Shared>,
     tunnels: Tunnels,
 ) {
@@ -219,7 +223,7 @@ async fn stream(
         .await;
         return;
     };
-    let coding = shared.coding(t, lm);
+    let coding = shared.coding(t, lm, rate);
     let (w, k) = coding.lm.map_or((0, 0), |r| (r.window, r.keep));
     if primer_check != llmpack_codec::checksum(&t.primer) || (w, k) != (window, keep) {
         warn!(tunnel = %name, "primer or context window differ between the two configs");

@@ -61,7 +61,12 @@ impl Shared {
 
     /// The coding of one connection of tunnel `t` on a link where model
     /// coding is `lm`.
-    pub fn coding(&self, t: &TunnelConfig, lm: bool) -> Coding {
+    pub fn coding(
+        &self,
+        t: &TunnelConfig,
+        lm: bool,
+        link_rate: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Coding {
         let model = self.model.as_ref().filter(|_| lm);
         Coding {
             tunnel: t.name.clone(),
@@ -78,6 +83,7 @@ impl Shared {
             max_delay: self.max_delay,
             limits: self.limits,
             metrics: crate::conn::ConnMetrics::new(&t.name, self.role_label()),
+            link_rate,
         }
     }
 }

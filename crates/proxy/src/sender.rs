@@ -29,6 +29,7 @@ const LINK_WAIT: Duration = Duration::from_secs(10);
 struct Link {
     conn: quinn::Connection,
     lm: bool,
+    rate: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub(crate) async fn start(
@@ -147,9 +148,12 @@ async fn connect_once(
         .await
         .context("QUIC/TLS handshake (check certificates and that the receiver runs)")?;
     let agreed = client_handshake(&conn, hello).await?;
+    let rate = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(crate::conn::track_link_rate(conn.clone(), rate.clone()));
     Ok(Link {
         conn,
         lm: agreed.lm,
+        rate,
     })
 }
 
@@ -223,7 +227,7 @@ async fn client(
             return;
         }
     };
-    let coding = shared.coding(&t, link.lm);
+    let coding = shared.coding(&t, link.lm, link.rate.clone());
     let open = Msg::Open {
         name: t.name.clone(),
         primer_check: llmpack_codec::checksum(&t.primer),
