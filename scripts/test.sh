@@ -19,7 +19,7 @@ fi
 echo "== format"
 cargo fmt --all --check
 echo "== dependency direction: pure crates pull in no tokio, quinn or ort"
-for crate in llmpack-frame llmpack-codec; do
+for crate in llmpack-frame llmpack-codec llmpack-fec; do
   if cargo tree -p "$crate" -e normal --prefix none | grep -E '^(tokio|quinn|ort|ort-sys) ' ; then
     echo "$crate must not depend on tokio, quinn or ort" >&2
     exit 1
