@@ -4,7 +4,7 @@
 //! no netem): a UDP relay for the QUIC tunnel and a TCP relay for plain-TCP
 //! baselines, both with a rate-limited drop-tail bottleneck per direction.
 //! [`units`] parses the rates and percentages that users type.
-//! [`scenario`] names links, [`workload`] builds traffic classes, [`run`]
+//! [`scenario`] names links, [`workload`] builds traffic classes, [`run`](mod@run)
 //! measures one scenario × mode × workload, and [`report`] prints tables,
 //! JSON and an SVG plot. [`run()`] runs the whole matrix for `llmpack bench`.
 //!

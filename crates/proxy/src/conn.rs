@@ -245,9 +245,11 @@ fn model_in_time(est: Duration, n: usize, coding: &Coding) -> bool {
 pub async fn track_link_rate(conn: quinn::Connection, rate: Arc<std::sync::atomic::AtomicU64>) {
     loop {
         let path = conn.stats().path;
-        let rtt = path.rtt.as_secs_f64().max(1e-4);
-        let r = path.cwnd as f64 / rtt;
-        rate.store(r.min(1e12) as u64, std::sync::atomic::Ordering::Relaxed);
+        let rtt_us = u64::try_from(path.rtt.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(100);
+        let r = path.cwnd.saturating_mul(1_000_000) / rtt_us;
+        rate.store(r, std::sync::atomic::Ordering::Relaxed);
         tokio::select! {
             _ = conn.closed() => return,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
