@@ -127,6 +127,12 @@ impl StreamEncoder {
         self.job.is_some() || self.ready.is_some()
     }
 
+    /// Changes the zstd level of the frames pushed from now on (the decoder
+    /// does not need to know it).
+    pub fn set_zstd_level(&mut self, level: i32) {
+        self.cfg.zstd_level = level;
+    }
+
     /// Counts so far.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;

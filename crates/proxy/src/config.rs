@@ -158,8 +158,9 @@ pub struct TunnelConfig {
     pub window: Option<u32>,
     /// Tokens kept on re-prime override.
     pub keep: Option<u32>,
-    /// zstd level of the zstd frames this end sends (1..=19).
-    pub zstd_level: i32,
+    /// zstd level of the zstd frames this end sends (1..=19); `None`: chosen
+    /// per frame from the link's rate.
+    pub zstd_level: Option<i32>,
 }
 
 impl TunnelConfig {

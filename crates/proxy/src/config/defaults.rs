@@ -54,8 +54,3 @@ pub(super) fn default_threads() -> usize {
         .map_or(1, |n| n.get())
         .min(DEFAULT_THREADS_CAP)
 }
-
-/// zstd level of tunnel frames: level 3 compresses 16 KiB frames with their
-/// 128 KiB history at ~65 MB/s on one core here, within ~10% of level 6's
-/// size (which runs at ~15 MB/s); raise it on slow links.
-pub(super) const DEFAULT_ZSTD_LEVEL: i32 = 3;

@@ -112,7 +112,12 @@ impl Config {
             if let Some(w) = t.window {
                 let _ = write!(s, ", window {w}");
             }
-            let _ = write!(s, ", zstd level {}", t.zstd_level);
+            match t.zstd_level {
+                Some(l) => {
+                    let _ = write!(s, ", zstd level {l}");
+                }
+                None => s.push_str(", zstd level by link rate"),
+            }
             if let Some(k) = t.keep {
                 let _ = write!(s, ", keep {k}");
             }

@@ -463,8 +463,10 @@ fn tunnels(
             ));
         }
 
-        let zstd_level = t.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL);
-        if !(1..=19).contains(&zstd_level) {
+        let zstd_level = t.zstd_level;
+        if let Some(zstd_level) = zstd_level
+            && !(1..=19).contains(&zstd_level)
+        {
             return Err(ConfigError::field(
                 f("zstd_level"),
                 format!("{zstd_level}: zstd levels run from 1 (fastest) to 19 (smallest)"),
