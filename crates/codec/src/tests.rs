@@ -5,7 +5,7 @@ use std::sync::Arc;
 use llmpack_frame::{Codec, FRAME_HEADER_LEN, FrameHeader};
 use proptest::prelude::*;
 
-use crate::toy::ToyPredictor;
+use crate::toy::{ToyPredictor, markov};
 use crate::*;
 
 fn vocab() -> Arc<dyn Vocabulary> {
@@ -83,22 +83,6 @@ fn text(n: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(n);
     out
-}
-
-/// Text from a Markov chain with one bit of entropy per byte: the toy
-/// bigram model learns it, zstd's matches do not.
-fn markov(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut prev = 0u8;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            prev = (prev * 3 + (x & 1) as u8) % 16;
-            b'a' + prev
-        })
-        .collect()
 }
 
 #[test]

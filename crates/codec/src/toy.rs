@@ -118,3 +118,20 @@ impl Predictor for ToyPredictor {
         self.lanes.remove(&lane);
     }
 }
+
+/// Text from a first-order Markov chain with one bit of entropy per byte:
+/// what [`ToyPredictor`] learns and zstd's matches do not, so its frames go
+/// `lm` (for tests of the model path without a model file).
+pub fn markov(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut prev = 0u8;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            prev = (prev * 3 + u8::from(x & 1 == 1)) % 16;
+            b'a' + prev
+        })
+        .collect()
+}

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[allow(unused_imports)]
+pub use llmpack_codec::toy::markov;
 use llmpack_codec::{LmParams, Predictor, toy::ToyPredictor};
 use llmpack_proxy::config::Config;
 use llmpack_proxy::{ModelParts, Running};
@@ -314,20 +316,4 @@ pub async fn closed_soon(addr: SocketAddr, limit: Duration) -> bool {
         tokio::time::timeout(limit, s.read(&mut b)).await,
         Ok(Ok(0)) | Ok(Err(_))
     )
-}
-
-/// A first-order Markov source of one bit per byte: what the toy bigram
-/// model predicts well (better than zstd), so its frames go `lm`.
-pub fn markov(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut prev = 0u8;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            prev = (prev * 3 + (x & 1) as u8) % 16;
-            b'a' + prev
-        })
-        .collect()
 }
