@@ -92,6 +92,8 @@ print(f"{'sent by':9} {'tunnel':7} {'codec':5} {'frames':>7} {'bytes in':>10} {'
 tin = tout = 0
 for (role, tunnel, codec), v in sorted(rows.items()):
     fi, bi, bo = v.get("llmpack_frames_total", 0), v.get("llmpack_frame_bytes_in_total", 0), v.get("llmpack_frame_bytes_out_total", 0)
+    if fi == 0:
+        continue
     tin += bi; tout += bo
     print(f"{role:9} {tunnel:7} {codec:5} {fi:7.0f} {bi:10.0f} {bo:10.0f} {bi / max(bo, 1):6.2f}x")
 print(f"{'all':23} {'':>7} {tin:10.0f} {tout:10.0f} {tin / max(tout, 1):6.2f}x")
