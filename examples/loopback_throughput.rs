@@ -196,17 +196,7 @@ fn cpu_secs() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
-/// Seeded pseudo-random bytes (incompressible).
-fn xorshift(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let next = |_| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x.to_le_bytes()
-    };
-    (0..n.div_ceil(8)).flat_map(next).take(n).collect()
-}
+use llmpack_codec::toy::random_bytes as xorshift;
 
 /// Real text not written by this project, and where it came from: the
 /// text samples in `.cache/samples`, or else up to 4 MiB of Rust sources

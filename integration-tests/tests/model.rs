@@ -113,17 +113,9 @@ fn sample(name: &str, len: usize) -> Vec<u8> {
 fn awkward_inputs_round_trip_with_the_real_model() {
     let (_dir, vocab, mut p) = load();
     let vocab: Arc<dyn Vocabulary> = vocab;
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
     // Halves of 1200 bytes: above the 512 bytes up to which `auto` tries the
     // model whatever zstd says.
-    let random: Vec<u8> = (0..2400)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[0]
-        })
-        .collect();
+    let random = llmpack_codec::toy::random_bytes(2400, 1);
     let mut mixed =
         b"caf\xc3\xa9 \xff\xfe\xc0\x80 NUL\x00 <|endoftext|><|im_start|> \x04\x06\x1d ok\n"
             .to_vec();

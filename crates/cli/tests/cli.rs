@@ -56,17 +56,7 @@ fn unpack(input: &Path, output: &Path, args: &[&str]) -> Output {
         .args(args))
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[0]
-        })
-        .collect()
-}
+use llmpack_codec::toy::random_bytes as pseudo_random;
 
 fn text(n: usize) -> Vec<u8> {
     let para = "LLMPack carries TCP traffic between two sites over one QUIC link and shrinks it. \

@@ -198,7 +198,7 @@ impl StreamEncoder {
                 fallback,
             });
         } else {
-            let frame = self.fallback_frame(&data, sum, fallback, 0);
+            let frame = self.fallback_frame(data, sum, fallback, 0);
             self.ready = Some(frame);
         }
     }
@@ -244,12 +244,12 @@ impl StreamEncoder {
                 for w in words {
                     payload.extend_from_slice(&w.to_le_bytes());
                 }
-                self.frame(Codec::Lm, &job.data, job.sum, payload, fed)
+                self.frame(Codec::Lm, job.data.len(), job.sum, payload, fed)
             } else {
-                self.fallback_frame(&job.data, job.sum, job.fallback, fed)
+                self.fallback_frame(job.data, job.sum, job.fallback, fed)
             }
         } else {
-            self.fallback_frame(&job.data, job.sum, job.fallback, fed)
+            self.fallback_frame(job.data, job.sum, job.fallback, fed)
         };
         self.ready = Some(frame);
         None
@@ -272,23 +272,25 @@ impl StreamEncoder {
         self.lane.as_ref().map(LmLane::id)
     }
 
+    /// The frame of the best model-free coding; a `raw` frame's payload is
+    /// `data` itself, moved, not copied.
     fn fallback_frame(
         &mut self,
-        data: &[u8],
+        data: Vec<u8>,
         sum: u64,
         fallback: (Codec, Option<Vec<u8>>),
         fed: u32,
     ) -> EncodedFrame {
         match fallback {
-            (codec, Some(p)) => self.frame(codec, data, sum, p, fed),
-            (_, None) => self.frame(Codec::Raw, data, sum, data.to_vec(), fed),
+            (codec, Some(p)) => self.frame(codec, data.len(), sum, p, fed),
+            (_, None) => self.frame(Codec::Raw, data.len(), sum, data, fed),
         }
     }
 
     fn frame(
         &mut self,
         codec: Codec,
-        data: &[u8],
+        orig_len: usize,
         sum: u64,
         payload: Vec<u8>,
         tokens: u32,
@@ -296,14 +298,14 @@ impl StreamEncoder {
         let frame = EncodedFrame {
             header: FrameHeader {
                 codec,
-                orig_len: u32::try_from(data.len()).expect("checked in push"),
+                orig_len: u32::try_from(orig_len).expect("checked in push"),
                 payload_len: u32::try_from(payload.len()).expect("payload <= original"),
                 tokens,
                 checksum: sum,
             },
             payload,
         };
-        self.stats.count(codec, data.len(), frame.wire_len());
+        self.stats.count(codec, orig_len, frame.wire_len());
         frame
     }
 }

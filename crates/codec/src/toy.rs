@@ -135,3 +135,16 @@ pub fn markov(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Seeded pseudo-random bytes (xorshift64, 8 bytes per step): incompressible
+/// test data, the same on every machine.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let next = |_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x.to_le_bytes()
+    };
+    (0..n.div_ceil(8)).flat_map(next).take(n).collect()
+}

@@ -223,18 +223,8 @@ pub fn sha(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// Seeded pseudo-random bytes (incompressible).
-pub fn random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[3]
-        })
-        .collect()
-}
+#[allow(unused_imports)]
+pub use llmpack_codec::toy::random_bytes as random;
 
 /// Real text the project did not write: Rust sources of the dependencies
 /// in cargo's registry, then the system's licence texts; at least `n` bytes.
