@@ -26,6 +26,11 @@ pub struct DecoderConfig {
     pub topup_margin: u32,
     /// Interval of [`Feedback::Report`] messages.
     pub report_interval: Duration,
+    /// `true`: [`BlockDecoder::poll_item`] yields items strictly in block
+    /// order. `false`: a block's items come out as soon as it is decoded, so
+    /// a stalled block holds back only itself; the caller restores whatever
+    /// order it needs (the tunnel numbers each connection's items).
+    pub ordered: bool,
 }
 
 impl Default for DecoderConfig {
@@ -37,6 +42,7 @@ impl Default for DecoderConfig {
             // raptorq fails with ~1% at k symbols, ~1e-6 at k + 2.
             topup_margin: 2,
             report_interval: Duration::from_millis(50),
+            ordered: true,
         }
     }
 }
@@ -71,6 +77,8 @@ struct Partial {
 enum Rx {
     Partial(Box<Partial>),
     Done(Vec<Vec<u8>>),
+    /// Decoded and handed out ahead of an earlier block (unordered mode).
+    Delivered,
 }
 
 /// Per-block loss accounting: what the sender sent (highest ESI + 1) vs what
@@ -158,7 +166,7 @@ impl BlockDecoder {
             });
         }
         let p = match self.blocks.get_mut(&h.block) {
-            Some(Rx::Done(_)) => {
+            Some(Rx::Done(_) | Rx::Delivered) => {
                 self.account(now, h, false);
                 return Ok(());
             }
@@ -258,7 +266,9 @@ impl BlockDecoder {
     /// Replaces a block by the items that came on the reliable path. Returns
     /// `false` (and drops them) if the block was already decoded.
     pub fn handle_fallback(&mut self, now: Instant, block: u32, items: Vec<Vec<u8>>) -> bool {
-        if block < self.next_deliver || matches!(self.blocks.get(&block), Some(Rx::Done(_))) {
+        if block < self.next_deliver
+            || matches!(self.blocks.get(&block), Some(Rx::Done(_) | Rx::Delivered))
+        {
             return false;
         }
         self.blocks.insert(block, Rx::Done(items));
@@ -267,11 +277,25 @@ impl BlockDecoder {
         true
     }
 
-    /// The next item in order, if its block is complete.
+    /// The next item: in block order, or (unordered) from any decoded block.
     pub fn poll_item(&mut self) -> Option<Vec<u8>> {
         loop {
             if let Some(item) = self.ready.pop_front() {
                 return Some(item);
+            }
+            if !self.config.ordered {
+                let done = self
+                    .blocks
+                    .iter()
+                    .find_map(|(&b, rx)| matches!(rx, Rx::Done(_)).then_some(b))?;
+                if let Some(Rx::Done(items)) = self.blocks.insert(done, Rx::Delivered) {
+                    self.ready.extend(items);
+                }
+                while let Some(Rx::Delivered) = self.blocks.get(&self.next_deliver) {
+                    self.blocks.remove(&self.next_deliver);
+                    self.next_deliver += 1;
+                }
+                continue;
             }
             let Some(Rx::Done(_)) = self.blocks.get(&self.next_deliver) else {
                 return None;
@@ -285,7 +309,7 @@ impl BlockDecoder {
 
     fn decoded_below(&self) -> u32 {
         let mut b = self.next_deliver;
-        while let Some(Rx::Done(_)) = self.blocks.get(&b) {
+        while let Some(Rx::Done(_) | Rx::Delivered) = self.blocks.get(&b) {
             b += 1;
         }
         b
@@ -295,7 +319,7 @@ impl BlockDecoder {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let requests = self.blocks.values().filter_map(|b| match b {
             Rx::Partial(p) => Some(p.next_request),
-            Rx::Done(_) => None,
+            Rx::Done(_) | Rx::Delivered => None,
         });
         requests.chain(self.next_report).min()
     }
@@ -380,6 +404,7 @@ impl BlockDecoder {
         let held = self.blocks.values().map(|b| match b {
             Rx::Partial(p) => p.esis.len() * usize::from(p.header.symbol_size),
             Rx::Done(items) => items.iter().map(Vec::len).sum(),
+            Rx::Delivered => 0,
         });
         held.sum::<usize>() + self.ready.iter().map(Vec::len).sum::<usize>()
     }

@@ -97,6 +97,58 @@ pub struct LinkConfig {
     pub reconnect_min: Duration,
     /// Sender: the wait doubles after each failure up to this.
     pub reconnect_max: Duration,
+    /// How frames cross the link.
+    pub mode: LinkMode,
+    /// The datagram-fec mode's settings (used only in that mode).
+    pub fec: FecSettings,
+}
+
+/// How frames cross the link (`link.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinkMode {
+    /// Every connection's frames on its own reliable QUIC stream.
+    #[default]
+    Stream,
+    /// Frames in RaptorQ-protected QUIC datagrams, shared by all connections;
+    /// used only when both ends set it (each end checks that the other
+    /// accepts datagrams), otherwise the link runs in `Stream` mode.
+    DatagramFec,
+}
+
+impl LinkMode {
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkMode::Stream => "stream",
+            LinkMode::DatagramFec => "datagram-fec",
+        }
+    }
+}
+
+/// The `[link.fec]` table, as the FEC encoder and decoder take it.
+#[derive(Debug, Clone)]
+pub struct FecSettings {
+    /// Sending side.
+    pub encoder: llmpack_fec::EncoderConfig,
+    /// Receiving side.
+    pub decoder: llmpack_fec::DecoderConfig,
+}
+
+impl Default for FecSettings {
+    fn default() -> Self {
+        FecSettings {
+            encoder: llmpack_fec::EncoderConfig {
+                // ~14 symbols of 1200 bytes: a block fills quickly on a slow link.
+                block_bytes: 16 << 10,
+                repair_ratio: 0.05,
+                ..llmpack_fec::EncoderConfig::default()
+            },
+            decoder: llmpack_fec::DecoderConfig {
+                ordered: false,
+                ..llmpack_fec::DecoderConfig::default()
+            },
+        }
+    }
 }
 
 /// A certificate and its private key, both PEM files (not read by

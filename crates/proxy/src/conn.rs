@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::fec_link::{Attached, FecRx, FecTx, ITEM_PAYLOAD, KIND_END, KIND_MSGS};
 use crate::sched::{SchedError, Scheduler, Work};
 
 /// Bytes of a direction's history that a rebuilt model context starts from
@@ -289,26 +290,75 @@ enum Ctl {
 
 /// Carries one connection until both directions are done. `expect_opened`:
 /// this end sent `Open` and the peer's first message must be `Opened`.
+/// With `fec`, the messages after `Open` / `Opened` travel on the link's
+/// FEC datagrams instead of the stream (see [`crate::fec_link`]).
 /// On error, the caller resets the stream and the socket.
-pub async fn carry(
+pub(crate) async fn carry(
     tcp: &mut TcpStream,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     coding: &Coding,
     expect_opened: bool,
     initial: BytesMut,
+    fec: Option<Attached>,
 ) -> Result<(), ConnError> {
     let (rd, wr) = tcp.split();
     let (out_tx, out_rx) = mpsc::channel::<Msg>(64);
     let (in_tx, in_rx) = mpsc::channel::<Msg>(4);
     let (ctl_tx, ctl_rx) = mpsc::channel::<Ctl>(1024);
+    let (fec_tx, fec_rx) = match fec {
+        Some(a) => (Some(a.tx), Some(a.rx)),
+        None => (None, None),
+    };
     tokio::try_join!(
-        reader(recv, initial, in_tx, ctl_tx, expect_opened, coding),
-        writer(send, out_rx, coding),
+        reader(recv, initial, in_tx, ctl_tx, expect_opened, coding, fec_rx),
+        writer(send, out_rx, coding, fec_tx),
         encode_pump(rd, ctl_rx, out_tx.clone(), coding),
         decode_pump(wr, in_rx, out_tx, coding),
     )?;
     Ok(())
+}
+
+/// Reads more of the peer's messages into `buf`; `false` at their end.
+/// Without `fec` (or before `Opened`) they come on the stream; with it, in
+/// FEC items, while the stream is watched for a reset.
+async fn read_more(
+    recv: &mut quinn::RecvStream,
+    fec: Option<&mut FecRx>,
+    stream_open: &mut bool,
+    buf: &mut BytesMut,
+) -> Result<bool, ConnError> {
+    let Some(rx) = fec else {
+        return match recv.read_chunk(64 << 10, true).await {
+            Ok(Some(chunk)) => {
+                buf.extend_from_slice(&chunk.bytes);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(ConnError::Stream(e.to_string())),
+        };
+    };
+    loop {
+        tokio::select! {
+            it = rx.recv() => return match it {
+                Some((KIND_MSGS, p)) => {
+                    buf.extend_from_slice(&p);
+                    Ok(true)
+                }
+                Some(_) => Ok(false),
+                None => Err(ConnError::Stream("the FEC link closed or dropped this connection".into())),
+            },
+            r = recv.read_chunk(64 << 10, true), if *stream_open => match r {
+                Ok(None) => *stream_open = false,
+                Ok(Some(_)) => {
+                    return Err(ConnError::Protocol(
+                        "stream data after Opened in datagram-fec mode".into(),
+                    ));
+                }
+                Err(e) => return Err(ConnError::Stream(e.to_string())),
+            },
+        }
+    }
 }
 
 async fn reader(
@@ -318,7 +368,9 @@ async fn reader(
     ctl: mpsc::Sender<Ctl>,
     mut expect_opened: bool,
     coding: &Coding,
+    mut fec: Option<FecRx>,
 ) -> Result<(), ConnError> {
+    let mut stream_open = true;
     let max_msg = MAX_FRAME_LEN as usize + 64;
     loop {
         // Parse every whole message in the buffer.
@@ -369,18 +421,15 @@ async fn reader(
         if buf.len() > max_msg {
             return Err(ConnError::Protocol("message larger than any frame".into()));
         }
-        match recv.read_chunk(64 << 10, true).await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
-            Ok(None) => {
-                if !buf.is_empty() {
-                    return Err(ConnError::Protocol("stream ends inside a message".into()));
-                }
-                if expect_opened {
-                    return Err(ConnError::Refused("the receiver closed the stream".into()));
-                }
-                return Ok(());
+        let via = if expect_opened { None } else { fec.as_mut() };
+        if !read_more(recv, via, &mut stream_open, &mut buf).await? {
+            if !buf.is_empty() {
+                return Err(ConnError::Protocol("stream ends inside a message".into()));
             }
-            Err(e) => return Err(ConnError::Stream(e.to_string())),
+            if expect_opened {
+                return Err(ConnError::Refused("the receiver closed the stream".into()));
+            }
+            return Ok(());
         }
     }
 }
@@ -389,6 +438,7 @@ async fn writer(
     send: &mut quinn::SendStream,
     mut rx: mpsc::Receiver<Msg>,
     coding: &Coding,
+    mut fec: Option<FecTx>,
 ) -> Result<(), ConnError> {
     let mut buf = Vec::with_capacity(64 << 10);
     while let Some(m) = rx.recv().await {
@@ -401,10 +451,24 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        send.write_all(&buf)
-            .await
-            .map_err(|e| ConnError::Stream(e.to_string()))?;
+        match &mut fec {
+            None => send
+                .write_all(&buf)
+                .await
+                .map_err(|e| ConnError::Stream(e.to_string()))?,
+            Some(tx) => {
+                for chunk in buf.chunks(ITEM_PAYLOAD) {
+                    tx.send(KIND_MSGS, chunk).await?;
+                }
+            }
+        }
         coding.metrics.link[Dir::Out as usize].increment(buf.len() as u64);
+    }
+    if let Some(tx) = &mut fec {
+        tx.send(KIND_END, &[]).await?;
+        // The stream carried only Open / Opened; its end tells nothing.
+        let _ = send.finish();
+        return Ok(());
     }
     send.finish()
         .map_err(|e| ConnError::Stream(e.to_string()))?;
@@ -766,6 +830,6 @@ fn _assert_send() {
              t: &'static mut TcpStream,
              s: &'static mut quinn::SendStream,
              r: &'static mut quinn::RecvStream| {
-        is_send(carry(t, s, r, c, false, BytesMut::new()).boxed());
+        is_send(carry(t, s, r, c, false, BytesMut::new(), None).boxed());
     };
 }

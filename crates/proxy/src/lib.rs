@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod conn;
+mod fec_link;
 pub mod metrics_http;
 mod receiver;
 mod run;

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, TunnelConfig};
 use crate::conn::{abort, carry};
+use crate::fec_link::{FecLink, stream_key};
 use crate::run::{Running, Shared, running, transport_tuning};
 
 /// How long a new stream may take to name its tunnel.
@@ -57,7 +58,7 @@ pub(crate) async fn start(
             identity,
             client_pin,
         },
-        &transport_tuning(),
+        &transport_tuning(lc.mode),
     )
     .with_context(|| format!("link.listen {listen}"))?;
     let at = endpoint.local_addr()?;
@@ -133,6 +134,7 @@ async fn link(
     let rate = Arc::new(std::sync::atomic::AtomicU64::new(0));
     tokio::spawn(crate::conn::track_link_rate(conn.clone(), rate.clone()));
     metrics::gauge!("llmpack_probe_match").set(if agreed.lm { 1.0 } else { 0.0 });
+    let fec = shared.fec_link(&conn);
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
@@ -143,6 +145,7 @@ async fn link(
                     rate.clone(),
                     shared.clone(),
                     tunnels.clone(),
+                    fec.clone(),
                 ));
             }
             Err(e) => {
@@ -190,18 +193,28 @@ async fn stream(
     rate: Arc<std::sync::atomic::AtomicU64>,
     shared: Arc<Shared>,
     tunnels: Tunnels,
+    fec: Option<Arc<FecLink>>,
 ) {
+    let key = stream_key(recv.id());
+    // Whatever path this stream takes from here, a refusal drops its FEC data.
+    let forget = |fec: &Option<Arc<FecLink>>| {
+        if let Some(f) = fec {
+            f.forget(key);
+        }
+    };
     let mut buf = BytesMut::new();
     let open = match tokio::time::timeout(OPEN_TIMEOUT, read_open(&mut recv, &mut buf)).await {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
             warn!(error = %e, "stream did not open a tunnel");
             let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
+            forget(&fec);
             return;
         }
         Err(_) => {
             warn!("stream did not name a tunnel in time");
             let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
+            forget(&fec);
             return;
         }
     };
@@ -221,6 +234,7 @@ async fn stream(
             format!("the receiver has no tunnel named {name:?}"),
         )
         .await;
+        forget(&fec);
         return;
     };
     let coding = shared.coding(t, lm, rate);
@@ -234,6 +248,7 @@ async fn stream(
             ),
         )
         .await;
+        forget(&fec);
         return;
     }
     let Ok(_permit) = shared.slots.clone().try_acquire_owned() else {
@@ -245,6 +260,7 @@ async fn stream(
             "the receiver is at limits.max_connections".into(),
         )
         .await;
+        forget(&fec);
         return;
     };
     let target = t.target.clone().unwrap_or_default();
@@ -255,15 +271,26 @@ async fn stream(
             metrics::counter!("llmpack_connections_refused_total", "tunnel" => name.clone(), "reason" => "target")
                 .increment(1);
             refuse(&mut send, format!("target {target}: {e}")).await;
+            forget(&fec);
             return;
         }
         Err(_) => {
             warn!(tunnel = %name, %target, "target did not answer in time; refusing the connection");
             refuse(&mut send, format!("target {target}: timed out")).await;
+            forget(&fec);
             return;
         }
     };
     let _ = tcp.set_nodelay(true);
+    let attached = match fec.as_ref().map(|f| f.attach(key)) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            warn!(tunnel = %name, error = %e, "cannot carry the connection; resetting it");
+            let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
+            return;
+        }
+    };
     let mut opened = Vec::new();
     Msg::Opened.encode(&mut opened);
     if send.write_all(&opened).await.is_err() {
@@ -271,7 +298,10 @@ async fn stream(
     }
     let gauge = metrics::gauge!("llmpack_active_connections", "tunnel" => name.clone(), "role" => "receiver");
     gauge.increment(1.0);
-    let result = carry(&mut tcp, &mut send, &mut recv, &coding, false, buf).await;
+    let result = carry(
+        &mut tcp, &mut send, &mut recv, &coding, false, buf, attached,
+    )
+    .await;
     gauge.decrement(1.0);
     if let Err(e) = result {
         warn!(tunnel = %name, %target, error = %e, "connection failed; resetting it");

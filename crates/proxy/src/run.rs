@@ -13,8 +13,9 @@ use llmpack_transport::{ModelInfo, Tuning};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{Config, Role, TunnelConfig};
+use crate::config::{Config, FecSettings, LinkMode, Role, TunnelConfig};
 use crate::conn::{Coding, Limits};
+use crate::fec_link::FecLink;
 use crate::sched::Scheduler;
 
 /// The model directory used when the config names none.
@@ -39,9 +40,41 @@ pub(crate) struct Shared {
     pub max_delay: Duration,
     pub slots: Arc<Semaphore>,
     pub max_connections: usize,
+    pub link_mode: LinkMode,
+    pub fec: FecSettings,
 }
 
 impl Shared {
+    /// Starts the FEC side of a new link if this end is configured for
+    /// `datagram-fec` and the peer accepts datagrams (which it does only in
+    /// that mode too); `None`: the link runs in stream mode.
+    pub fn fec_link(&self, conn: &quinn::Connection) -> Option<Arc<FecLink>> {
+        if self.link_mode != LinkMode::DatagramFec {
+            return None;
+        }
+        if conn.max_datagram_size().is_none() {
+            tracing::warn!(
+                "link.mode is datagram-fec but the peer does not accept datagrams \
+                 (set link.mode = \"datagram-fec\" on both ends); using stream mode"
+            );
+            return None;
+        }
+        // One connection's unread data: what the peer may send unacknowledged
+        // (its limits.buffer, a resend of as much, and acks), or at least
+        // what a QUIC stream's window would allow.
+        let cap = (2 * self.limits.buffer + (1 << 20)).max(16 << 20);
+        match FecLink::start(conn.clone(), &self.fec, cap, self.role_label()) {
+            Ok(l) => {
+                tracing::info!("link in datagram-fec mode");
+                Some(l)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the FEC link; using stream mode");
+                None
+            }
+        }
+    }
+
     fn role_label(&self) -> &'static str {
         match self.role {
             Role::Sender => "sender",
@@ -178,8 +211,11 @@ impl std::fmt::Debug for ModelParts {
     }
 }
 
-fn tuning() -> Tuning {
-    Tuning::default()
+fn tuning(mode: LinkMode) -> Tuning {
+    Tuning {
+        datagrams: mode == LinkMode::DatagramFec,
+        ..Tuning::default()
+    }
 }
 
 /// Starts the proxy described by `config`: binds every listener, loads the
@@ -216,6 +252,8 @@ pub async fn start_with(config: Config, model: Option<ModelParts>) -> Result<Run
         max_delay: config.model.max_delay,
         slots: Arc::new(Semaphore::new(config.limits.max_connections)),
         max_connections: config.limits.max_connections,
+        link_mode: config.link.mode,
+        fec: config.link.fec.clone(),
     });
     let mut tasks = JoinSet::new();
     let metrics = match config.metrics {
@@ -260,8 +298,8 @@ pub(crate) fn running(
     }
 }
 
-pub(crate) fn transport_tuning() -> Tuning {
-    tuning()
+pub(crate) fn transport_tuning(mode: LinkMode) -> Tuning {
+    tuning(mode)
 }
 
 /// Runs the proxy until `shutdown` completes, then closes it cleanly.

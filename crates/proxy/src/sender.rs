@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, LinkConfig, TunnelConfig};
 use crate::conn::{ConnError, abort, carry};
+use crate::fec_link::{FecLink, stream_key};
 use crate::run::{Running, Shared, running, transport_tuning};
 
 /// How long a new client waits for the link to come up before it is closed.
@@ -30,6 +31,8 @@ struct Link {
     conn: quinn::Connection,
     lm: bool,
     rate: Arc<std::sync::atomic::AtomicU64>,
+    /// The link's FEC side in datagram-fec mode.
+    fec: Option<Arc<FecLink>>,
 }
 
 pub(crate) async fn start(
@@ -52,7 +55,7 @@ pub(crate) async fn start(
         }
         None => None,
     };
-    let endpoint = client_endpoint(lc.bind, pin, identity, &transport_tuning())
+    let endpoint = client_endpoint(lc.bind, pin, identity, &transport_tuning(lc.mode))
         .with_context(|| format!("link.bind {}", lc.bind))?;
     let token = match &lc.token {
         Some(t) => Some(
@@ -68,6 +71,7 @@ pub(crate) async fn start(
         endpoint.clone(),
         lc.clone(),
         hello,
+        shared.clone(),
         link_tx,
         up_tx,
         stop_rx,
@@ -90,6 +94,7 @@ async fn link_loop(
     endpoint: quinn::Endpoint,
     lc: LinkConfig,
     hello: Hello,
+    shared: Arc<Shared>,
     link_tx: watch::Sender<Option<Link>>,
     up_tx: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
@@ -100,7 +105,7 @@ async fn link_loop(
         if *stop.borrow() {
             return;
         }
-        match connect_once(&endpoint, &connect, &lc.server_name, &hello).await {
+        match connect_once(&endpoint, &connect, &lc.server_name, &hello, &shared).await {
             Ok(link) => {
                 backoff = lc.reconnect_min;
                 info!(receiver = %link.conn.remote_address(), model_coding = link.lm, "link up");
@@ -136,6 +141,7 @@ async fn connect_once(
     connect: &str,
     server_name: &str,
     hello: &Hello,
+    shared: &Shared,
 ) -> Result<Link> {
     let addr = tokio::net::lookup_host(connect)
         .await
@@ -150,10 +156,12 @@ async fn connect_once(
     let agreed = client_handshake(&conn, hello).await?;
     let rate = Arc::new(std::sync::atomic::AtomicU64::new(0));
     tokio::spawn(crate::conn::track_link_rate(conn.clone(), rate.clone()));
+    let fec = shared.fec_link(&conn);
     Ok(Link {
         conn,
         lm: agreed.lm,
         rate,
+        fec,
     })
 }
 
@@ -227,6 +235,14 @@ async fn client(
             return;
         }
     };
+    let fec = match link.fec.as_ref().map(|f| f.attach(stream_key(send.id()))) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            warn!(tunnel = %t.name, %peer, error = %e, "cannot carry the connection");
+            return;
+        }
+    };
     let coding = shared.coding(&t, link.lm, link.rate.clone());
     let open = Msg::Open {
         name: t.name.clone(),
@@ -249,6 +265,7 @@ async fn client(
         &coding,
         true,
         BytesMut::new(),
+        fec,
     )
     .await;
     gauge.decrement(1.0);

@@ -66,6 +66,10 @@ pub struct Opts {
     pub sender_auth: Option<String>,
     /// Receiver's link auth lines (default: pin the sender's certificate).
     pub receiver_auth: Option<String>,
+    /// More `[link]` lines for the sender (such as `mode = ...`).
+    pub sender_link: String,
+    /// More `[link]` lines for the receiver.
+    pub receiver_link: String,
 }
 
 pub fn receiver_config(dir: &Path, listen: &str, tunnels: &[T], o: &Opts) -> Config {
@@ -74,8 +78,8 @@ pub fn receiver_config(dir: &Path, listen: &str, tunnels: &[T], o: &Opts) -> Con
         .clone()
         .unwrap_or_else(|| "peer_certificate = \"sender.crt\"".into());
     let mut s = format!(
-        "role = \"receiver\"\n[link]\nlisten = \"{listen}\"\ncertificate = \"receiver.crt\"\nkey = \"receiver.key\"\n{auth}\n[model]\n{}\n[limits]\n{}\n",
-        o.model, o.limits
+        "role = \"receiver\"\n[link]\nlisten = \"{listen}\"\ncertificate = \"receiver.crt\"\nkey = \"receiver.key\"\n{auth}\n{}\n[model]\n{}\n[limits]\n{}\n",
+        o.receiver_link, o.model, o.limits
     );
     for t in tunnels {
         s += &format!(
@@ -94,8 +98,8 @@ pub fn sender_config(dir: &Path, connect: SocketAddr, tunnels: &[T], o: &Opts) -
         .clone()
         .unwrap_or_else(|| "certificate = \"sender.crt\"\nkey = \"sender.key\"".into());
     let mut s = format!(
-        "role = \"sender\"\n[link]\nconnect = \"{connect}\"\npeer_certificate = \"receiver.crt\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"\n{auth}\n[model]\n{}\n[limits]\n{}\n",
-        o.model, o.limits
+        "role = \"sender\"\n[link]\nconnect = \"{connect}\"\npeer_certificate = \"receiver.crt\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"\n{auth}\n{}\n[model]\n{}\n[limits]\n{}\n",
+        o.sender_link, o.model, o.limits
     );
     for t in tunnels {
         s += &format!(

@@ -125,3 +125,42 @@ fn stalled_block_requests_more() {
     }
     assert_eq!(dec.poll_item(), Some(vec![5u8; 3000]));
 }
+
+#[test]
+fn unordered_hands_out_decoded_blocks_at_once_and_each_once() {
+    let b = blocks(&[b"zero", b"one", b"two"]);
+    let mut dec = BlockDecoder::new(DecoderConfig {
+        max_blocks: 4,
+        ordered: false,
+        ..DecoderConfig::default()
+    })
+    .unwrap();
+    let now = Instant::now();
+    dec.handle_datagram(now, &b[2][0]).unwrap();
+    assert_eq!(
+        dec.poll_item().as_deref(),
+        Some(&b"two"[..]),
+        "block 2 does not wait"
+    );
+    assert_eq!(dec.poll_item(), None);
+    dec.handle_datagram(now, &b[2][1]).unwrap(); // late symbol of a delivered block
+    assert!(
+        !dec.handle_fallback(now, 2, vec![b"two".to_vec()]),
+        "delivered already"
+    );
+    assert_eq!(dec.poll_item(), None);
+    assert!(dec.handle_fallback(now, 0, vec![b"zero".to_vec()]));
+    assert_eq!(dec.poll_item().as_deref(), Some(&b"zero"[..]));
+    dec.handle_datagram(now, &b[1][1]).unwrap();
+    assert_eq!(dec.poll_item().as_deref(), Some(&b"one"[..]));
+    assert_eq!(dec.poll_item(), None);
+    assert_eq!(
+        dec.buffered_bytes(),
+        0,
+        "nothing held once all are delivered"
+    );
+    // Blocks 0..=2 are behind the delivery point now: block 3 is accepted
+    // with max_blocks 4, and a late block-1 symbol is ignored.
+    dec.handle_datagram(now, &b[1][0]).unwrap();
+    assert_eq!(dec.poll_item(), None);
+}

@@ -63,6 +63,33 @@ pub struct RawLink {
     pub reconnect_min: Option<String>,
     /// Sender: longest reconnect wait.
     pub reconnect_max: Option<String>,
+    /// `"stream"` or `"datagram-fec"`.
+    pub mode: Option<String>,
+    /// `[link.fec]`.
+    #[serde(default)]
+    pub fec: RawFec,
+}
+
+/// `[link.fec]`: the datagram-fec mode's settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFec {
+    /// Repair ratio until loss is measured.
+    pub repair_ratio: Option<f64>,
+    /// Lowest adaptive repair ratio.
+    pub min_ratio: Option<f64>,
+    /// Highest adaptive repair ratio.
+    pub max_ratio: Option<f64>,
+    /// Block size cap.
+    pub block_bytes: Option<RawSize>,
+    /// Longest wait of a block's first item.
+    pub block_delay: Option<String>,
+    /// Silence after which an incomplete block asks for more symbols.
+    pub topup_after: Option<String>,
+    /// Top-ups per block before its frames go on the reliable path.
+    pub max_topups: Option<u64>,
+    /// A block without feedback this long goes on the reliable path.
+    pub ack_timeout: Option<String>,
 }
 
 /// `[model]`.

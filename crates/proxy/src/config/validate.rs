@@ -9,11 +9,11 @@ use llmpack_codec::{LmParams, Policy};
 use llmpack_frame::MAX_FRAME_LEN;
 
 use super::defaults::*;
-use super::raw::{RawConfig, RawLimits, RawLink, RawMetrics, RawModel, RawTunnel};
+use super::raw::{RawConfig, RawFec, RawLimits, RawLink, RawMetrics, RawModel, RawTunnel};
 use super::values::{duration, host_port, in_range, read_file, resolve, size, socket_addr};
 use super::{
-    Config, ConfigError, DEFAULT_SERVER_NAME, Identity, Limits, LinkConfig, MIN_TOKEN_LEN,
-    ModelConfig, Role, Secret, TunnelConfig,
+    Config, ConfigError, DEFAULT_SERVER_NAME, FecSettings, Identity, Limits, LinkConfig, LinkMode,
+    MIN_TOKEN_LEN, ModelConfig, Role, Secret, TunnelConfig,
 };
 
 /// Checks `raw` and builds the [`Config`]; relative paths resolve against
@@ -62,7 +62,22 @@ fn link(raw: RawLink, role: Role, base_dir: &Path) -> Result<LinkConfig, ConfigE
         token: None,
         reconnect_min: DEFAULT_RECONNECT_MIN,
         reconnect_max: DEFAULT_RECONNECT_MAX,
+        mode: LinkMode::Stream,
+        fec: FecSettings::default(),
     };
+    if let Some(m) = &raw.mode {
+        link.mode = match m.as_str() {
+            "stream" => LinkMode::Stream,
+            "datagram-fec" => LinkMode::DatagramFec,
+            other => {
+                return Err(ConfigError::field(
+                    "link.mode",
+                    format!("{other:?}: use \"stream\" or \"datagram-fec\""),
+                ));
+            }
+        };
+    }
+    link.fec = fec(&raw.fec)?;
     match role {
         Role::Sender => {
             if raw.listen.is_some() {
@@ -485,4 +500,62 @@ fn tunnels(
         });
     }
     Ok(out)
+}
+
+fn fec(raw: &RawFec) -> Result<FecSettings, ConfigError> {
+    let mut f = FecSettings::default();
+    let e = &mut f.encoder;
+    let ratio = |field: &str, r: Option<f64>, default: f64| match r {
+        Some(r) if !(0.0..=4.0).contains(&r) => Err(ConfigError::field(
+            field,
+            format!("{r} is out of range: use 0 to 4 (repair symbols per source symbol)"),
+        )),
+        Some(r) => Ok(r),
+        None => Ok(default),
+    };
+    e.min_ratio = ratio("link.fec.min_ratio", raw.min_ratio, e.min_ratio)?;
+    e.max_ratio = ratio("link.fec.max_ratio", raw.max_ratio, e.max_ratio)?;
+    if e.min_ratio > e.max_ratio {
+        return Err(ConfigError::field(
+            "link.fec.max_ratio",
+            format!(
+                "{} is less than link.fec.min_ratio ({})",
+                e.max_ratio, e.min_ratio
+            ),
+        ));
+    }
+    e.repair_ratio = ratio("link.fec.repair_ratio", raw.repair_ratio, e.repair_ratio)?
+        .clamp(e.min_ratio, e.max_ratio);
+    if let Some(b) = &raw.block_bytes {
+        let n = size("link.fec.block_bytes", b)?;
+        e.block_bytes = in_range("link.fec.block_bytes", n, 1024, 1 << 20)?;
+    }
+    if let Some(d) = &raw.block_delay {
+        e.block_delay = duration("link.fec.block_delay", d)?;
+    }
+    if let Some(d) = &raw.ack_timeout {
+        e.ack_timeout = duration("link.fec.ack_timeout", d)?;
+        if e.ack_timeout.is_zero() {
+            return Err(ConfigError::field(
+                "link.fec.ack_timeout",
+                "must be more than 0",
+            ));
+        }
+    }
+    if let Some(n) = raw.max_topups {
+        e.max_topups = in_range("link.fec.max_topups", n, 0, 64)?;
+    }
+    if let Some(d) = &raw.topup_after {
+        f.decoder.topup_after = duration("link.fec.topup_after", d)?;
+        if f.decoder.topup_after.is_zero() {
+            return Err(ConfigError::field(
+                "link.fec.topup_after",
+                "must be more than 0",
+            ));
+        }
+    }
+    f.encoder
+        .validate()
+        .map_err(|e| ConfigError::field("link.fec", e.to_string()))?;
+    Ok(f)
 }
