@@ -28,7 +28,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub use run::{Mode, RunResult, RunSpec, run_one};
+pub use run::{LinkChoice, Mode, RunResult, RunSpec, run_one};
 pub use scenario::Scenario;
 pub use tunnel::ModelOpts;
 pub use workload::Workload;
@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// Paths to measure: direct (plain TCP), raw, zstd, lm, auto (tunnel codecs).
     #[arg(long, value_delimiter = ',', default_value = "direct,raw,zstd,lm,auto", value_parser = Mode::parse)]
     pub modes: Vec<Mode>,
+    /// Link modes of the tunnel runs: stream (CUBIC), stream-bbr,
+    /// datagram-fec (BBR); comma-separated for several. Direct runs once.
+    #[arg(long, value_delimiter = ',', default_value = "stream", value_parser = LinkChoice::parse)]
+    pub link_mode: Vec<LinkChoice>,
     /// Traffic: prose, code, html, json, logs, binary, mix, or a file or
     /// directory; comma-separated for several.
     #[arg(long, value_delimiter = ',', default_value = "mix")]
@@ -114,7 +118,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut specs = Vec::new();
     for scenario in &scenarios {
         for workload in &workloads {
-            for &mode in &args.modes {
+            for (&mode, &link) in args
+                .modes
+                .iter()
+                .flat_map(|m| args.link_mode.iter().map(move |f| (m, f)))
+            {
+                if mode == Mode::Direct && Some(&link) != args.link_mode.first() {
+                    continue; // direct has no link mode: run it once
+                }
                 specs.push(RunSpec {
                     scenario: scenario.clone(),
                     mode,
@@ -128,6 +139,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                         dir: args.model.clone(),
                         max_delay: args.max_delay,
                     },
+                    link,
                 });
             }
         }
@@ -148,7 +160,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let label = format!(
             "{} {} {}",
             spec.scenario.name,
-            spec.mode.name(),
+            spec.path(),
             spec.workload.name
         );
         bar.set_message(label.clone());

@@ -40,7 +40,7 @@ pub fn table(results: &[RunResult]) -> String {
             s,
             "{:<9} {:<6} {:<8} {:>9} {:>13} {:>6.2} {:>11} {:>11} {:>9} {:>9} {:>6.1} {:>5}  {}",
             r.scenario.name,
-            r.mode.name(),
+            r.path(),
             r.workload,
             format!("{}/{}", r.complete, r.requests),
             rate(r.goodput_bps),
@@ -85,7 +85,7 @@ pub fn notes(results: &[RunResult]) -> Vec<String> {
             format!(
                 "{} {} {}: {} corrupt, {} failed, {} unfinished",
                 r.scenario.name,
-                r.mode.name(),
+                r.path(),
                 r.workload,
                 r.corrupt,
                 r.errors,
@@ -115,9 +115,9 @@ pub fn plot(results: &[RunResult], path: &Path) -> Result<()> {
             continue;
         };
         let key = if several {
-            format!("{} {}", r.mode.name(), r.workload)
+            format!("{} {}", r.path(), r.workload)
         } else {
-            r.mode.name().to_string()
+            r.path()
         };
         series
             .entry(key)

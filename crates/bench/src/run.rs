@@ -65,6 +65,64 @@ impl Mode {
     }
 }
 
+/// How a tunnel run's link carries frames (`--link-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkChoice {
+    /// `link.mode = "stream"` with its default congestion control (CUBIC).
+    Stream,
+    /// Stream mode with `link.congestion = "bbr"`.
+    StreamBbr,
+    /// `link.mode = "datagram-fec"` (BBR by default).
+    DatagramFec,
+}
+
+impl LinkChoice {
+    /// All choices, in report order.
+    pub const ALL: [LinkChoice; 3] = [
+        LinkChoice::Stream,
+        LinkChoice::StreamBbr,
+        LinkChoice::DatagramFec,
+    ];
+
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkChoice::Stream => "stream",
+            LinkChoice::StreamBbr => "stream-bbr",
+            LinkChoice::DatagramFec => "datagram-fec",
+        }
+    }
+
+    /// Suffix of the path name in reports.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            LinkChoice::Stream => "",
+            LinkChoice::StreamBbr => "+bbr",
+            LinkChoice::DatagramFec => "+fec",
+        }
+    }
+
+    /// The `[link]` lines of both proxies' configs.
+    pub fn toml(self) -> &'static str {
+        match self {
+            LinkChoice::Stream => "",
+            LinkChoice::StreamBbr => "congestion = \"bbr\"\n",
+            LinkChoice::DatagramFec => "mode = \"datagram-fec\"\n",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        LinkChoice::ALL
+            .into_iter()
+            .find(|c| c.name() == s.trim())
+            .ok_or_else(|| {
+                format!("unknown link mode `{s}`: use stream, stream-bbr or datagram-fec")
+            })
+    }
+}
+
 /// Everything one run needs.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -86,6 +144,8 @@ pub struct RunSpec {
     pub seed: u64,
     /// Model settings of the tunnel proxies.
     pub model: ModelOpts,
+    /// Tunnel runs: how the link carries frames (ignored by direct runs).
+    pub link: LinkChoice,
 }
 
 /// What one run measured.
@@ -95,6 +155,11 @@ pub struct RunResult {
     pub scenario: Scenario,
     /// The path under test.
     pub mode: Mode,
+    /// The tunnel's link mode (a [`LinkChoice`] name; `-` for direct).
+    pub link_mode: &'static str,
+    /// The path's name in reports: the mode, with `+bbr` or `+fec` for
+    /// tunnel runs in those link modes.
+    pub path: String,
     /// The workload's name.
     pub workload: String,
     /// Seconds from the first request to the last response.
@@ -131,6 +196,23 @@ pub struct RunResult {
     pub cpu_s: f64,
     /// Frames sent by either proxy, by codec.
     pub frames: BTreeMap<String, u64>,
+}
+
+impl RunSpec {
+    /// The path's name in reports.
+    pub fn path(&self) -> String {
+        match self.mode {
+            Mode::Direct => self.mode.name().to_string(),
+            m => format!("{}{}", m.name(), self.link.suffix()),
+        }
+    }
+}
+
+impl RunResult {
+    /// The path's name in reports.
+    pub fn path(&self) -> String {
+        self.path.clone()
+    }
 }
 
 /// Counters the clients share.
@@ -180,7 +262,7 @@ pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
             (Path::Direct(relay), addr)
         }
         m => {
-            let pair = Pair::start(m.name(), server, link, &spec.model).await?;
+            let pair = Pair::start(m.name(), server, link, &spec.model, spec.link.toml()).await?;
             let addr = pair.addr;
             (Path::Tunnel(Box::new(pair)), addr)
         }
@@ -233,6 +315,11 @@ pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
     Ok(RunResult {
         scenario: spec.scenario.clone(),
         mode: spec.mode,
+        link_mode: match spec.mode {
+            Mode::Direct => "-",
+            _ => spec.link.name(),
+        },
+        path: spec.path(),
         workload: spec.workload.name.clone(),
         elapsed_s: elapsed,
         requests: get(&tally.next),

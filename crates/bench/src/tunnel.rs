@@ -48,7 +48,9 @@ impl Pair {
         target: SocketAddr,
         link: LinkSpec,
         model: &ModelOpts,
+        link_toml: &str,
     ) -> Result<Self> {
+        let mode = link_toml;
         let dir = scratch()?;
         for name in ["sender", "receiver"] {
             let (crt, key) = llmpack_transport::generate("llmpack").context("making keys")?;
@@ -58,7 +60,7 @@ impl Pair {
         let uses_model = matches!(codec, "lm" | "auto");
         let model_toml = model_table(model, uses_model);
         let receiver_toml = format!(
-            "role = \"receiver\"\n[link]\nlisten = \"127.0.0.1:0\"\ncertificate = \"receiver.crt\"\nkey = \"receiver.key\"\npeer_certificate = \"sender.crt\"\n{model_toml}\n[[tunnel]]\nname = \"{TUNNEL}\"\ntarget = \"{target}\"\ncodec = \"{codec}\"\n"
+            "role = \"receiver\"\n[link]\nlisten = \"127.0.0.1:0\"\ncertificate = \"receiver.crt\"\nkey = \"receiver.key\"\npeer_certificate = \"sender.crt\"\n{mode}{model_toml}\n[[tunnel]]\nname = \"{TUNNEL}\"\ntarget = \"{target}\"\ncodec = \"{codec}\"\n"
         );
         let receiver = llmpack_proxy::start(load(&dir, "receiver.toml", &receiver_toml)?)
             .await
@@ -68,7 +70,7 @@ impl Pair {
             .await
             .context("starting the UDP link relay")?;
         let sender_toml = format!(
-            "role = \"sender\"\n[link]\nconnect = \"{}\"\npeer_certificate = \"receiver.crt\"\ncertificate = \"sender.crt\"\nkey = \"sender.key\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"\n{model_toml}\n[[tunnel]]\nname = \"{TUNNEL}\"\nlisten = \"127.0.0.1:0\"\ncodec = \"{codec}\"\n",
+            "role = \"sender\"\n[link]\nconnect = \"{}\"\npeer_certificate = \"receiver.crt\"\ncertificate = \"sender.crt\"\nkey = \"sender.key\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"\n{mode}{model_toml}\n[[tunnel]]\nname = \"{TUNNEL}\"\nlisten = \"127.0.0.1:0\"\ncodec = \"{codec}\"\n",
             relay.local_addr()
         );
         let sender = llmpack_proxy::start(load(&dir, "sender.toml", &sender_toml)?)

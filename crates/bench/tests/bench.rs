@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use llmpack_bench::{Mode, ModelOpts, RunSpec, Scenario, Workload, run_one};
+use llmpack_bench::{LinkChoice, Mode, ModelOpts, RunSpec, Scenario, Workload, run_one};
 use sha2::{Digest, Sha256};
 
 /// Text that is always there: this crate's own sources.
@@ -24,7 +24,12 @@ async fn tiny_scenario_is_byte_exact() -> Result<()> {
     let a = Sha256::digest(workload.response(3, 16 * 1024));
     let b = Sha256::digest(workload.response(3, 16 * 1024));
     ensure!(a == b);
-    for mode in [Mode::Direct, Mode::Raw, Mode::Zstd] {
+    for (mode, link) in [
+        (Mode::Direct, LinkChoice::Stream),
+        (Mode::Raw, LinkChoice::Stream),
+        (Mode::Zstd, LinkChoice::Stream),
+        (Mode::Zstd, LinkChoice::DatagramFec),
+    ] {
         let spec = RunSpec {
             scenario: scenario.clone(),
             mode,
@@ -35,9 +40,10 @@ async fn tiny_scenario_is_byte_exact() -> Result<()> {
             response_size: 16 * 1024,
             seed: 1,
             model: ModelOpts::default(),
+            link,
         };
         let r = run_one(&spec).await?;
-        let name = mode.name();
+        let name = r.path();
         ensure!(r.requests > 0, "{name}: no requests");
         ensure!(
             r.complete == r.requests && r.corrupt == 0 && r.errors == 0 && r.unfinished == 0,
@@ -57,8 +63,9 @@ async fn tiny_scenario_is_byte_exact() -> Result<()> {
             );
         } else {
             ensure!(
-                r.frames.get(name).copied().unwrap_or(0) > 0,
-                "{name}: no {name} frames counted: {:?}",
+                r.frames.get(mode.name()).copied().unwrap_or(0) > 0,
+                "{name}: no {} frames counted: {:?}",
+                mode.name(),
                 r.frames
             );
         }

@@ -7,7 +7,9 @@ use raptorq::{EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBl
 
 use crate::items;
 use crate::wire::SymbolHeader;
-use crate::{FecError, Feedback, MAX_EXTRA_SYMBOLS, MAX_TOPUP_SYMBOLS, WireError, invalid};
+use crate::{
+    FecError, Feedback, MAX_EXTRA_SYMBOLS, MAX_TOPUP_SYMBOLS, WHOLE_BLOCK, WireError, invalid,
+};
 
 /// Feedback messages queued at most; older ones are dropped (they are hints).
 const MAX_PENDING_FEEDBACK: usize = 1024;
@@ -72,6 +74,7 @@ struct Partial {
     esis: HashSet<u32>,
     source_received: u32,
     next_request: Instant,
+    last_arrival: Instant,
 }
 
 enum Rx {
@@ -79,6 +82,9 @@ enum Rx {
     Done(Vec<Vec<u8>>),
     /// Decoded and handed out ahead of an earlier block (unordered mode).
     Delivered,
+    /// Not one symbol arrived, but a later block did: every symbol of this
+    /// one was lost. Holds when to ask for it.
+    Missing(Instant),
 }
 
 /// Per-block loss accounting: what the sender sent (highest ESI + 1) vs what
@@ -101,6 +107,12 @@ pub struct BlockDecoder {
     loss: BTreeMap<u32, LossRecord>,
     next_report: Option<Instant>,
     reported_below: u32,
+    /// Moving average of the gap between a block's symbols.
+    gap: Duration,
+    /// One past the highest block a symbol arrived for.
+    seen_below: u32,
+    /// The path's round-trip time, if known.
+    rtt: Duration,
     stats: DecoderStats,
 }
 
@@ -132,8 +144,23 @@ impl BlockDecoder {
             loss: BTreeMap::new(),
             next_report: None,
             reported_below: 0,
+            gap: Duration::ZERO,
+            seen_below: 0,
+            rtt: Duration::ZERO,
             stats: DecoderStats::default(),
         })
+    }
+
+    /// Tells the decoder the path's round-trip time: a top-up request is
+    /// repeated only after the answer to the last one could have arrived.
+    pub fn set_rtt(&mut self, rtt: Duration) {
+        self.rtt = rtt;
+    }
+
+    fn topup_retry(&self) -> Duration {
+        self.config
+            .topup_retry
+            .max(self.rtt * 3 / 2 + self.config.topup_after.max(self.gap * 3))
     }
 
     /// Handles one symbol datagram. Errors mean the datagram was dropped;
@@ -165,13 +192,20 @@ impl BlockDecoder {
                 next,
             });
         }
+        // Blocks skipped over lost all their symbols: ask for them after
+        // the usual gap, as for a block that stalled.
+        let after = self.config.topup_after.max(self.gap * 3);
+        for b in self.seen_below.max(next)..h.block {
+            self.blocks.entry(b).or_insert(Rx::Missing(now + after));
+        }
+        self.seen_below = self.seen_below.max(h.block + 1);
         let p = match self.blocks.get_mut(&h.block) {
             Some(Rx::Done(_) | Rx::Delivered) => {
                 self.account(now, h, false);
                 return Ok(());
             }
             Some(Rx::Partial(p)) => p,
-            None => {
+            None | Some(Rx::Missing(_)) => {
                 let oti = ObjectTransmissionInformation::new(
                     u64::from(h.transfer_len),
                     h.symbol_size,
@@ -185,6 +219,7 @@ impl BlockDecoder {
                     esis: HashSet::new(),
                     source_received: 0,
                     next_request: now,
+                    last_arrival: now,
                 };
                 self.blocks.insert(h.block, Rx::Partial(Box::new(p)));
                 match self.blocks.get_mut(&h.block) {
@@ -201,7 +236,18 @@ impl BlockDecoder {
             }
             .into());
         }
-        p.next_request = now + self.config.topup_after;
+        // The pace of a block's symbols (the link rate) sets how long a gap
+        // means loss: a slow link spaces them out.
+        let gap = now.saturating_duration_since(p.last_arrival);
+        if !p.esis.is_empty() && !p.esis.contains(&h.esi) {
+            self.gap = if self.gap.is_zero() {
+                gap
+            } else {
+                (self.gap * 7 + gap) / 8
+            };
+        }
+        p.last_arrival = now;
+        p.next_request = now + self.config.topup_after.max(self.gap * 3);
         let k = u32::from(h.k);
         let full = u32::try_from(p.esis.len()).unwrap_or(u32::MAX) >= k + MAX_EXTRA_SYMBOLS;
         if p.esis.contains(&h.esi) || full {
@@ -319,6 +365,7 @@ impl BlockDecoder {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let requests = self.blocks.values().filter_map(|b| match b {
             Rx::Partial(p) => Some(p.next_request),
+            Rx::Missing(t) => Some(*t),
             Rx::Done(_) | Rx::Delivered => None,
         });
         requests.chain(self.next_report).min()
@@ -334,8 +381,19 @@ impl BlockDecoder {
 
     fn make_feedback(&mut self, now: Instant) {
         let keep = 1.0 - self.stats.loss_estimate.clamp(0.0, 0.5);
+        let retry = self.topup_retry();
         let mut requests = Vec::new();
         for (&block, rx) in &mut self.blocks {
+            if let Rx::Missing(t) = rx {
+                if *t <= now {
+                    requests.push(Feedback::NeedMore {
+                        block,
+                        symbols: WHOLE_BLOCK,
+                    });
+                    *t = now + retry;
+                }
+                continue;
+            }
             let Rx::Partial(p) = rx else { continue };
             if p.next_request > now {
                 continue;
@@ -351,7 +409,7 @@ impl BlockDecoder {
             )]
             let symbols = symbols as u32;
             requests.push(Feedback::NeedMore { block, symbols });
-            p.next_request = now + self.config.topup_retry;
+            p.next_request = now + retry;
         }
         self.stats.topup_requests += requests.len() as u64;
         for r in requests {
@@ -383,8 +441,9 @@ impl BlockDecoder {
         let received = u32::try_from(received).unwrap_or(u32::MAX).min(expected);
         if expected > 0 {
             let sample = 1.0 - f64::from(received) / f64::from(expected);
+            let w = crate::encoder::sample_weight(0.25, expected);
             let l = &mut self.stats.loss_estimate;
-            *l += 0.25 * (sample - *l);
+            *l += w * (sample - *l);
         }
         let decoded_below = self.decoded_below();
         if expected > 0 || decoded_below != self.reported_below {
@@ -404,7 +463,7 @@ impl BlockDecoder {
         let held = self.blocks.values().map(|b| match b {
             Rx::Partial(p) => p.esis.len() * usize::from(p.header.symbol_size),
             Rx::Done(items) => items.iter().map(Vec::len).sum(),
-            Rx::Delivered => 0,
+            Rx::Delivered | Rx::Missing(_) => 0,
         });
         held.sum::<usize>() + self.ready.iter().map(Vec::len).sum::<usize>()
     }

@@ -9,7 +9,7 @@ use crate::items::{self, PREFIX_LEN};
 use crate::wire::{SymbolHeader, source_symbols};
 use crate::{
     FecError, Feedback, HEADER_LEN, MAX_BLOCK_BYTES, MAX_ESI, MAX_EXTRA_SYMBOLS, MAX_ITEM_LEN,
-    MAX_SYMBOL_SIZE, MIN_SYMBOL_SIZE,
+    MAX_SYMBOL_SIZE, MIN_SYMBOL_SIZE, WHOLE_BLOCK,
 };
 
 /// Sender configuration.
@@ -143,6 +143,7 @@ pub struct BlockEncoder {
     queue: VecDeque<(u32, Vec<u8>)>,
     fallbacks: VecDeque<Fallback>,
     loss: Option<f64>,
+    rtt: Duration,
     stats: EncoderStats,
 }
 
@@ -173,8 +174,19 @@ impl BlockEncoder {
             queue: VecDeque::new(),
             fallbacks: VecDeque::new(),
             loss: None,
+            rtt: Duration::ZERO,
             stats,
         })
+    }
+
+    /// Tells the encoder the path's round-trip time: a block waits at least
+    /// four of them for feedback before it falls back.
+    pub fn set_rtt(&mut self, rtt: Duration) {
+        self.rtt = rtt;
+    }
+
+    fn ack_timeout(&self) -> Duration {
+        self.config.ack_timeout.max(self.rtt * 4)
     }
 
     /// Whether [`push`](Self::push) would refuse: too many blocks in flight.
@@ -263,6 +275,7 @@ impl BlockEncoder {
     /// `max_datagram_size()` now), or `None` when there is nothing to send.
     pub fn poll_transmit(&mut self, now: Instant, max_datagram: usize) -> Option<Vec<u8>> {
         self.handle_timeout(now);
+        let timeout = self.ack_timeout();
         loop {
             if let Some((id, datagram)) = self.queue.pop_front() {
                 let Some(enc) = self.blocks.get_mut(&id).and_then(|b| b.encoded.as_mut()) else {
@@ -272,7 +285,7 @@ impl BlockEncoder {
                     self.give_up(id); // the path shrank below this block's symbols
                     continue;
                 }
-                enc.deadline = Some(now + self.config.ack_timeout);
+                enc.deadline = Some(now + timeout);
                 return Some(datagram);
             }
             let id = *self.blocks.iter().find(|(_, b)| b.encoded.is_none())?.0;
@@ -351,7 +364,7 @@ impl BlockEncoder {
                 }
                 if expected > 0 {
                     let sample = 1.0 - f64::from(received) / f64::from(expected);
-                    let w = self.config.loss_weight;
+                    let w = sample_weight(self.config.loss_weight, expected);
                     let loss = self.loss.map_or(sample, |l| l + w * (sample - l));
                     self.loss = Some(loss);
                     self.stats.loss_estimate = loss;
@@ -367,7 +380,23 @@ impl BlockEncoder {
             return; // already decoded, given up, or not sent yet
         };
         let k = u32::from(enc.header.k);
-        let n = symbols.min(k + MAX_EXTRA_SYMBOLS);
+        let n = if symbols == WHOLE_BLOCK {
+            let keep = 1.0
+                - self
+                    .loss
+                    .unwrap_or(self.config.repair_ratio)
+                    .clamp(0.0, 0.5);
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "k / keep <= 2 * u16::MAX"
+            )]
+            let need = (f64::from(k) / keep).ceil() as u32;
+            need + 2
+        } else {
+            symbols
+        }
+        .min(k + MAX_EXTRA_SYMBOLS);
         if enc.topups >= self.config.max_topups || k + enc.next_repair + n > MAX_ESI {
             self.give_up(id);
             return;
@@ -436,3 +465,14 @@ fn datagram(mut header: SymbolHeader, packet: EncodingPacket) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+
+/// Symbols a loss report must cover to get the full `loss_weight`.
+pub(crate) const WEIGHT_SYMBOLS: u32 = 16;
+
+/// The weight of a loss sample over `symbols` symbols in a moving average
+/// that gives a report `w`: reports on fewer than [`WEIGHT_SYMBOLS`] symbols
+/// get proportionally less, so that a run of tiny reports (a lightly
+/// loaded link) does not swing the estimate.
+pub(crate) fn sample_weight(w: f64, symbols: u32) -> f64 {
+    w * f64::from(symbols.min(WEIGHT_SYMBOLS)) / f64::from(WEIGHT_SYMBOLS)
+}

@@ -26,7 +26,8 @@
 //! - [`Feedback::NeedMore`] when a block is still incomplete
 //!   [`DecoderConfig::topup_after`] after its last symbol: the sender answers
 //!   with that many *fresh* repair symbols (new ESIs; a fountain code can make
-//!   as many as needed);
+//!   as many as needed); also for a block none of whose symbols arrived, once
+//!   a later block shows it was sent ([`WHOLE_BLOCK`]);
 //! - [`Feedback::Report`], periodically: symbols expected vs received (the loss
 //!   estimate) and the first block not yet decoded (a cumulative ack, so a lost
 //!   `Decoded` costs nothing).
@@ -86,6 +87,10 @@ pub const MAX_ESI: u32 = 1 << 24;
 pub const MAX_EXTRA_SYMBOLS: u32 = 32;
 /// Largest symbol count a [`Feedback::NeedMore`] may ask for.
 pub const MAX_TOPUP_SYMBOLS: u32 = 1 << 16;
+/// [`Feedback::NeedMore`] `symbols` meaning "none of this block arrived":
+/// the encoder sends the whole block again in fresh symbols, as many as its
+/// loss estimate says are needed.
+pub const WHOLE_BLOCK: u32 = MAX_TOPUP_SYMBOLS;
 
 /// Errors from parsing wire data.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]

@@ -99,6 +99,10 @@ pub struct LinkConfig {
     pub reconnect_max: Duration,
     /// How frames cross the link.
     pub mode: LinkMode,
+    /// This end's congestion controller (default: CUBIC in stream mode, BBR
+    /// in datagram-fec mode, where random loss is repaired rather than read
+    /// as congestion).
+    pub congestion: llmpack_transport::Congestion,
     /// The datagram-fec mode's settings (used only in that mode).
     pub fec: FecSettings,
 }

@@ -439,11 +439,40 @@ impl FecMetrics {
 
 async fn run(
     conn: quinn::Connection,
-    mut enc: BlockEncoder,
-    mut dec: BlockDecoder,
+    enc: BlockEncoder,
+    dec: BlockDecoder,
+    items: mpsc::Receiver<Vec<u8>>,
+    fallbacks: mpsc::Receiver<(u32, Vec<Vec<u8>>)>,
+    routes: Arc<Mutex<Routes>>,
+    m: FecMetrics,
+) {
+    let (mut enc, mut dec) = (enc, dec);
+    drive(&conn, &mut enc, &mut dec, items, fallbacks, &routes, m).await;
+    let (e, d) = (enc.stats(), dec.stats());
+    tracing::info!(
+        blocks_sent = e.blocks,
+        source = e.source_symbols,
+        repair = e.repair_symbols,
+        topup_symbols = e.topup_symbols,
+        topups = e.topups,
+        fallbacks = e.fallbacks,
+        peer_loss = format_args!("{:.3}", e.loss_estimate),
+        received = d.symbols_received,
+        decoded = d.blocks_decoded,
+        recovered = d.blocks_recovered,
+        topup_requests = d.topup_requests,
+        peer_fallbacks = d.fallbacks,
+        "FEC link closed"
+    );
+}
+
+async fn drive(
+    conn: &quinn::Connection,
+    enc: &mut BlockEncoder,
+    dec: &mut BlockDecoder,
     mut items: mpsc::Receiver<Vec<u8>>,
     mut fallbacks: mpsc::Receiver<(u32, Vec<Vec<u8>>)>,
-    routes: Arc<Mutex<Routes>>,
+    routes: &Mutex<Routes>,
     mut m: FecMetrics,
 ) {
     // Datagrams waiting for room in quinn's send buffer: feedback first.
@@ -454,6 +483,9 @@ async fn run(
     loop {
         let now = Instant::now();
         let std_now = now.into_std();
+        let rtt = conn.rtt();
+        enc.set_rtt(rtt);
+        dec.set_rtt(rtt);
         enc.handle_timeout(std_now);
         {
             let Ok(mut r) = routes.lock() else { return };
@@ -500,7 +532,7 @@ async fn run(
             .map_or(sweep_at, |t| Instant::from_std(t).min(sweep_at));
         tokio::select! {
             d = conn.read_datagram() => match d {
-                Ok(d) => on_datagram(&mut enc, &mut dec, std_now, &d),
+                Ok(d) => on_datagram(enc, dec, std_now, &d),
                 Err(_) => return,
             },
             it = items.recv(), if items_open && !enc.is_full() => match it {
@@ -561,8 +593,12 @@ async fn send_fallback(conn: quinn::Connection, f: Fallback) {
         s.finish().map_err(|e| e.to_string())
     }
     .await;
-    if let Err(e) = r {
-        warn!(block = f.block, error = %e, "FEC fallback not sent (link closing?)");
+    match r {
+        Err(e) if conn.close_reason().is_none() => {
+            warn!(block = f.block, error = %e, "FEC fallback not sent");
+        }
+        Err(e) => debug!(block = f.block, error = %e, "FEC fallback not sent: link closed"),
+        Ok(()) => {}
     }
 }
 
@@ -591,6 +627,7 @@ fn parse_fallback(mut b: &[u8]) -> Option<(u32, Vec<Vec<u8>>)> {
 async fn accept_fallbacks(conn: quinn::Connection, tx: mpsc::Sender<(u32, Vec<Vec<u8>>)>) {
     while let Ok(mut s) = conn.accept_uni().await {
         let tx = tx.clone();
+        let conn = conn.clone();
         tokio::spawn(async move {
             match s.read_to_end(MAX_FALLBACK_LEN).await {
                 Ok(b) => match parse_fallback(&b) {
@@ -599,7 +636,10 @@ async fn accept_fallbacks(conn: quinn::Connection, tx: mpsc::Sender<(u32, Vec<Ve
                     }
                     None => warn!("malformed FEC fallback stream from the peer; dropped"),
                 },
-                Err(e) => warn!(error = %e, "FEC fallback stream failed"),
+                Err(e) if conn.close_reason().is_none() => {
+                    warn!(error = %e, "FEC fallback stream failed");
+                }
+                Err(e) => debug!(error = %e, "FEC fallback stream cut by the link closing"),
             }
         });
     }

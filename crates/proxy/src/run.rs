@@ -13,7 +13,7 @@ use llmpack_transport::{ModelInfo, Tuning};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{Config, FecSettings, LinkMode, Role, TunnelConfig};
+use crate::config::{Config, FecSettings, LinkConfig, LinkMode, Role, TunnelConfig};
 use crate::conn::{Coding, Limits};
 use crate::fec_link::FecLink;
 use crate::sched::Scheduler;
@@ -211,9 +211,14 @@ impl std::fmt::Debug for ModelParts {
     }
 }
 
-fn tuning(mode: LinkMode) -> Tuning {
+fn tuning(link: &LinkConfig) -> Tuning {
+    let fec = link.mode == LinkMode::DatagramFec;
     Tuning {
-        datagrams: mode == LinkMode::DatagramFec,
+        datagrams: fec,
+        // A few datagrams: the FEC task keeps quinn fed, and feedback never
+        // queues behind seconds of symbols on a slow link.
+        datagram_send_buffer: if fec { 8 << 10 } else { 1 << 20 },
+        congestion: link.congestion,
         ..Tuning::default()
     }
 }
@@ -298,8 +303,8 @@ pub(crate) fn running(
     }
 }
 
-pub(crate) fn transport_tuning(mode: LinkMode) -> Tuning {
-    tuning(mode)
+pub(crate) fn transport_tuning(link: &LinkConfig) -> Tuning {
+    tuning(link)
 }
 
 /// Runs the proxy until `shutdown` completes, then closes it cleanly.

@@ -55,7 +55,7 @@ pub(crate) async fn start(
         }
         None => None,
     };
-    let endpoint = client_endpoint(lc.bind, pin, identity, &transport_tuning(lc.mode))
+    let endpoint = client_endpoint(lc.bind, pin, identity, &transport_tuning(lc))
         .with_context(|| format!("link.bind {}", lc.bind))?;
     let token = match &lc.token {
         Some(t) => Some(

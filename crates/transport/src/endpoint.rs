@@ -74,6 +74,22 @@ pub struct Tuning {
     pub conn_window: u32,
     /// Whether unreliable QUIC datagrams are accepted.
     pub datagrams: bool,
+    /// Bytes of outgoing datagrams quinn queues before a sender waits; small
+    /// keeps the queue (and so the latency of feedback behind it) short.
+    pub datagram_send_buffer: usize,
+    /// The congestion controller of this end's sending direction.
+    pub congestion: Congestion,
+}
+
+/// Congestion controller of a link end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// CUBIC (quinn's default): every loss is read as congestion.
+    #[default]
+    Cubic,
+    /// BBR: paces at the measured bottleneck rate; random loss does not
+    /// shrink the window the way it does under CUBIC.
+    Bbr,
 }
 
 impl Tuning {
@@ -142,6 +158,10 @@ impl Tuning {
         if !self.datagrams {
             t.datagram_receive_buffer_size(None);
         }
+        t.datagram_send_buffer_size(self.datagram_send_buffer);
+        if self.congestion == Congestion::Bbr {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+        }
         Ok(Arc::new(t))
     }
 }
@@ -155,6 +175,8 @@ impl Default for Tuning {
             stream_window: Self::DEFAULT_STREAM_WINDOW,
             conn_window: Self::DEFAULT_CONN_WINDOW,
             datagrams: false,
+            datagram_send_buffer: 1 << 20,
+            congestion: Congestion::Cubic,
         }
     }
 }

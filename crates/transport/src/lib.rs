@@ -19,7 +19,7 @@ pub mod tls;
 mod link_tests;
 
 pub use endpoint::{
-    SERVER_NAME, ServerAuth, TransportError, Tuning, client_endpoint, server_endpoint,
+    Congestion, SERVER_NAME, ServerAuth, TransportError, Tuning, client_endpoint, server_endpoint,
 };
 pub use handshake::{
     Agreed, CLOSE_PROTOCOL, CLOSE_REFUSED, CLOSE_SHUTDOWN, CLOSE_TIMEOUT, CLOSE_UNAUTHENTICATED,

@@ -70,15 +70,23 @@ fn asks_for_topups_then_takes_fallback_once() {
     let now = Instant::now();
     dec.handle_datagram(now, &b[1][0]).unwrap();
     dec.poll_feedback(now); // Decoded { 1 }
-    // Block 1 is decoded; block 0 unknown: nothing to ask for yet.
+    // Block 1 is decoded; block 0 lost every symbol: ask for all of it.
     let t = now + Duration::from_millis(100);
-    assert!(matches!(
-        dec.poll_feedback(t),
-        Some(Feedback::Report {
-            decoded_below: 0,
-            ..
-        })
-    ));
+    let fb: Vec<_> = std::iter::from_fn(|| dec.poll_feedback(t)).collect();
+    assert!(fb.contains(&Feedback::NeedMore {
+        block: 0,
+        symbols: crate::WHOLE_BLOCK
+    }));
+    assert!(
+        fb.iter().any(|f| matches!(
+            f,
+            Feedback::Report {
+                decoded_below: 0,
+                ..
+            }
+        )),
+        "{fb:?}"
+    );
     assert!(
         !dec.handle_fallback(t, 1, vec![b"dup".to_vec()]),
         "already decoded"
@@ -163,4 +171,26 @@ fn unordered_hands_out_decoded_blocks_at_once_and_each_once() {
     // with max_blocks 4, and a late block-1 symbol is ignored.
     dec.handle_datagram(now, &b[1][0]).unwrap();
     assert_eq!(dec.poll_item(), None);
+}
+
+#[test]
+fn a_wholly_lost_block_is_asked_for_once_a_later_one_arrives() {
+    let b = blocks(&[b"zero", b"one"]);
+    let mut dec = decoder(4);
+    let now = Instant::now();
+    dec.handle_datagram(now, &b[1][0]).unwrap();
+    assert_eq!(dec.poll_feedback(now), Some(Feedback::Decoded { block: 1 }));
+    let later = dec.poll_timeout().expect("block 0 has a deadline");
+    assert!(later > now);
+    let asks: Vec<_> = std::iter::from_fn(|| dec.poll_feedback(later)).collect();
+    assert!(
+        asks.contains(&Feedback::NeedMore {
+            block: 0,
+            symbols: crate::WHOLE_BLOCK
+        }),
+        "{asks:?}"
+    );
+    dec.handle_datagram(later, &b[0][1]).unwrap();
+    assert_eq!(dec.poll_item().as_deref(), Some(&b"zero"[..]));
+    assert_eq!(dec.poll_item().as_deref(), Some(&b"one"[..]));
 }

@@ -84,12 +84,21 @@ fn ratio_adapts_to_reported_loss() {
     };
     enc.handle_feedback(report);
     assert!((enc.stats().repair_ratio - 0.26).abs() < 1e-9);
+    // A report on 16 symbols moves the average by `loss_weight` (0.25)...
     enc.handle_feedback(Feedback::Report {
         decoded_below: 0,
-        expected: 100,
-        received: 100,
+        expected: 16,
+        received: 16,
     });
     assert!((enc.stats().loss_estimate - 0.15).abs() < 1e-9);
+    // ... and one on a single symbol by a sixteenth of that.
+    enc.handle_feedback(Feedback::Report {
+        decoded_below: 0,
+        expected: 1,
+        received: 0,
+    });
+    let l = enc.stats().loss_estimate;
+    assert!((l - (0.15 + 0.25 / 16.0 * 0.85)).abs() < 1e-9, "{l}");
 }
 
 #[test]
@@ -150,4 +159,22 @@ fn ack_timeout_falls_back() {
     assert_eq!(deadline, later + EncoderConfig::default().ack_timeout);
     enc.handle_timeout(deadline);
     assert!(enc.poll_fallback().is_some());
+}
+
+#[test]
+fn whole_block_topup_resends_enough_for_the_loss() {
+    let now = Instant::now();
+    let mut enc = encoder(EncoderConfig::default());
+    enc.push(now, &[7; 3000]).unwrap();
+    let later = now + Duration::from_secs(1);
+    let first: Vec<_> = std::iter::from_fn(|| enc.poll_transmit(later, 1017)).collect();
+    let k = first.len() - 1; // one repair symbol at ratio 0.1 for k = 3
+    enc.handle_feedback(Feedback::NeedMore {
+        block: 0,
+        symbols: crate::WHOLE_BLOCK,
+    });
+    let again: Vec<_> = std::iter::from_fn(|| enc.poll_transmit(later, 1017)).collect();
+    // ceil(k / 0.9) + 2 fresh symbols before any loss report.
+    let want = (k * 10).div_ceil(9) + 2; // ceil(k / 0.9) + 2
+    assert_eq!(again.len(), want, "k = {k}");
 }

@@ -65,6 +65,8 @@ pub struct RawLink {
     pub reconnect_max: Option<String>,
     /// `"stream"` or `"datagram-fec"`.
     pub mode: Option<String>,
+    /// `"cubic"` or `"bbr"`.
+    pub congestion: Option<String>,
     /// `[link.fec]`.
     #[serde(default)]
     pub fec: RawFec,

@@ -63,6 +63,7 @@ fn link(raw: RawLink, role: Role, base_dir: &Path) -> Result<LinkConfig, ConfigE
         reconnect_min: DEFAULT_RECONNECT_MIN,
         reconnect_max: DEFAULT_RECONNECT_MAX,
         mode: LinkMode::Stream,
+        congestion: llmpack_transport::Congestion::Cubic,
         fec: FecSettings::default(),
     };
     if let Some(m) = &raw.mode {
@@ -78,6 +79,17 @@ fn link(raw: RawLink, role: Role, base_dir: &Path) -> Result<LinkConfig, ConfigE
         };
     }
     link.fec = fec(&raw.fec)?;
+    link.congestion = match raw.congestion.as_deref() {
+        None if link.mode == LinkMode::DatagramFec => llmpack_transport::Congestion::Bbr,
+        None | Some("cubic") => llmpack_transport::Congestion::Cubic,
+        Some("bbr") => llmpack_transport::Congestion::Bbr,
+        Some(other) => {
+            return Err(ConfigError::field(
+                "link.congestion",
+                format!("{other:?}: use \"cubic\" or \"bbr\""),
+            ));
+        }
+    };
     match role {
         Role::Sender => {
             if raw.listen.is_some() {
