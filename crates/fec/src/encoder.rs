@@ -42,8 +42,8 @@ impl Default for EncoderConfig {
             block_bytes: 64 * 1024,
             // Adds at most 10 ms of latency to a lone message.
             block_delay: Duration::from_millis(10),
-            // Covers ~8% loss before the first report arrives.
-            repair_ratio: 0.1,
+            // Covers a few % loss before the first report arrives.
+            repair_ratio: 0.05,
             min_ratio: 0.02,
             max_ratio: 1.0,
             loss_weight: 0.25,
@@ -143,9 +143,15 @@ pub struct BlockEncoder {
     queue: VecDeque<(u32, Vec<u8>)>,
     fallbacks: VecDeque<Fallback>,
     loss: Option<f64>,
+    /// Fractional repair symbols owed on a clean path (see [`LOW_LOSS`]).
+    credit: f64,
     rtt: Duration,
     stats: EncoderStats,
 }
+
+/// Below this measured loss a block may get no repair symbol at all (see
+/// `repair_for`); at or above it, every block gets at least one.
+pub const LOW_LOSS: f64 = 0.005;
 
 impl std::fmt::Debug for BlockEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,6 +180,7 @@ impl BlockEncoder {
             queue: VecDeque::new(),
             fallbacks: VecDeque::new(),
             loss: None,
+            credit: 0.0,
             rtt: Duration::ZERO,
             stats,
         })
@@ -219,6 +226,13 @@ impl BlockEncoder {
             self.close();
         }
         Ok(())
+    }
+
+    /// Closes the open block now, without waiting for `block_delay`: for a
+    /// caller whose link is idle, where waiting for more items only adds
+    /// latency.
+    pub fn flush(&mut self) {
+        self.close();
     }
 
     fn close(&mut self) {
@@ -297,7 +311,7 @@ impl BlockEncoder {
 
     fn encode(&mut self, id: u32, max_datagram: usize) -> Option<()> {
         let ratio = self.stats.repair_ratio;
-        let block = self.blocks.get_mut(&id)?;
+        let block = self.blocks.get(&id)?;
         let max_symbol = u16::try_from(max_datagram.checked_sub(HEADER_LEN)?)
             .unwrap_or(MAX_SYMBOL_SIZE)
             .min(MAX_SYMBOL_SIZE);
@@ -314,7 +328,8 @@ impl BlockEncoder {
         padded.resize(usize::from(k) * usize::from(symbol_size), 0);
         let oti = ObjectTransmissionInformation::new(u64::from(transfer_len), symbol_size, 1, 1, 1);
         let encoder = SourceBlockEncoder::new(0, &oti, &padded);
-        let repair = repair_count(k, ratio);
+        let repair = self.repair_for(k, ratio);
+        let block = self.blocks.get_mut(&id)?;
         let header = SymbolHeader {
             block: id,
             k,
@@ -442,16 +457,32 @@ impl BlockEncoder {
     }
 }
 
-/// `ceil(k * ratio)`, at least 1 when the ratio is above zero.
-fn repair_count(k: u16, ratio: f64) -> u32 {
-    if ratio <= 0.0 {
-        return 0;
+impl BlockEncoder {
+    /// Repair symbols for a block of `k`: `k * ratio` on average, fractions
+    /// carried from block to block. While the measured loss is at least
+    /// [`LOW_LOSS`] (or not measured yet) every block gets at least one, and
+    /// the extra is paid back by later blocks (at most one symbol owed);
+    /// on a clean path a block may get none: a rare loss then costs a
+    /// top-up, not a standing tax of a whole symbol on every small block.
+    fn repair_for(&mut self, k: u16, ratio: f64) -> u32 {
+        if ratio <= 0.0 {
+            return 0;
+        }
+        let clean = self.loss.is_some_and(|l| l < LOW_LOSS);
+        self.credit += f64::from(k) * ratio;
+        let mut r = self.credit.floor().clamp(0.0, 4.0 * 65_536.0);
+        if r == 0.0 && !clean {
+            r = 1.0;
+        }
+        self.credit = (self.credit - r).max(-1.0);
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "clamped to [0, 2^18]"
+        )]
+        let r = r as u32;
+        r
     }
-    // Clamped below 4 * 65536 (validate() caps the ratio at 4): the cast is exact.
-    let want = (f64::from(k) * ratio).ceil().clamp(1.0, 4.0 * 65_536.0);
-    #[allow(clippy::cast_possible_truncation, reason = "clamped to [1, 2^18]")]
-    let want = want as u32;
-    want
 }
 
 fn datagram(mut header: SymbolHeader, packet: EncodingPacket) -> Vec<u8> {

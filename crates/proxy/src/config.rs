@@ -144,7 +144,6 @@ impl Default for FecSettings {
             encoder: llmpack_fec::EncoderConfig {
                 // ~14 symbols of 1200 bytes: a block fills quickly on a slow link.
                 block_bytes: 16 << 10,
-                repair_ratio: 0.05,
                 ..llmpack_fec::EncoderConfig::default()
             },
             decoder: llmpack_fec::DecoderConfig {

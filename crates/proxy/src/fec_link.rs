@@ -537,9 +537,20 @@ async fn drive(
             },
             it = items.recv(), if items_open && !enc.is_full() => match it {
                 Some(it) => {
-                    if let Err(e) = enc.push(Instant::now().into_std(), &it) {
-                        // Bounded by the writer, so this is a bug, not the peer.
-                        warn!(error = %e, "FEC link: item refused by the encoder");
+                    let mut next = Some(it);
+                    while let Some(it) = next.take() {
+                        if let Err(e) = enc.push(Instant::now().into_std(), &it) {
+                            // Bounded by the writer, so this is a bug, not the peer.
+                            warn!(error = %e, "FEC link: item refused by the encoder");
+                        }
+                        if !enc.is_full() {
+                            next = items.try_recv().ok();
+                        }
+                    }
+                    // An idle link sends at once; a busy one lets the block
+                    // fill (up to block_bytes / block_delay) meanwhile.
+                    if pending.is_none() && control.is_empty() {
+                        enc.flush();
                     }
                 }
                 None => items_open = false,

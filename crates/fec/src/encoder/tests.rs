@@ -76,7 +76,7 @@ fn backpressure_and_limits() {
 #[test]
 fn ratio_adapts_to_reported_loss() {
     let mut enc = encoder(EncoderConfig::default());
-    assert!((enc.stats().repair_ratio - 0.1).abs() < 1e-9);
+    assert!((enc.stats().repair_ratio - 0.05).abs() < 1e-9);
     let report = Feedback::Report {
         decoded_below: 0,
         expected: 100,
@@ -177,4 +177,27 @@ fn whole_block_topup_resends_enough_for_the_loss() {
     // ceil(k / 0.9) + 2 fresh symbols before any loss report.
     let want = (k * 10).div_ceil(9) + 2; // ceil(k / 0.9) + 2
     assert_eq!(again.len(), want, "k = {k}");
+}
+
+#[test]
+fn clean_path_spends_the_ratio_on_average_not_a_symbol_per_block() {
+    let now = Instant::now();
+    let mut enc = encoder(EncoderConfig::default());
+    enc.handle_feedback(Feedback::Report {
+        decoded_below: 0,
+        expected: 1000,
+        received: 1000,
+    });
+    let ratio = enc.stats().repair_ratio;
+    assert!((ratio - 0.02).abs() < 1e-9, "{ratio}");
+    let later = now + Duration::from_secs(1);
+    for i in 0..100u32 {
+        enc.push(now, &[7; 3000]).unwrap();
+        while enc.poll_transmit(later, 1017).is_some() {}
+        enc.handle_feedback(Feedback::Decoded { block: i });
+    }
+    let s = enc.stats();
+    assert_eq!(s.source_symbols, 400, "k = 4 per block");
+    // 8 = 400 x 0.02, give or take the float sum's rounding.
+    assert!((7..=8).contains(&s.repair_symbols), "{}", s.repair_symbols);
 }

@@ -576,3 +576,63 @@ fn describe_summarises() {
     );
     assert!(d.contains("metrics: off"), "{d}");
 }
+
+#[test]
+fn link_mode_congestion_and_fec() {
+    let c = load(&sender("")).unwrap();
+    assert_eq!(c.link.mode, LinkMode::Stream);
+    assert_eq!(c.link.congestion, llmpack_transport::Congestion::Cubic);
+    let c = load(&sender("mode = \"datagram-fec\"")).unwrap();
+    assert_eq!(c.link.mode, LinkMode::DatagramFec);
+    assert_eq!(
+        c.link.congestion,
+        llmpack_transport::Congestion::Bbr,
+        "datagram-fec defaults to BBR"
+    );
+    let c = load(&sender("mode = \"datagram-fec\"\ncongestion = \"cubic\"")).unwrap();
+    assert_eq!(c.link.congestion, llmpack_transport::Congestion::Cubic);
+    let c = load(&sender(
+        "mode = \"datagram-fec\"\n[link.fec]\nrepair_ratio = 0.2\nblock_bytes = \"32KiB\"\nblock_delay = \"5ms\"\nmax_topups = 2\nack_timeout = \"3s\"\ntopup_after = \"40ms\"",
+    ))
+    .unwrap();
+    let f = &c.link.fec;
+    assert!((f.encoder.repair_ratio - 0.2).abs() < 1e-12);
+    assert_eq!(f.encoder.block_bytes, 32 << 10);
+    assert_eq!(f.encoder.block_delay, Duration::from_millis(5));
+    assert_eq!(f.encoder.max_topups, 2);
+    assert_eq!(f.encoder.ack_timeout, Duration::from_secs(3));
+    assert_eq!(f.decoder.topup_after, Duration::from_millis(40));
+    assert!(!f.decoder.ordered, "the tunnel reorders per connection");
+
+    let (field, msg) = field_err(&sender("mode = \"udp\""));
+    assert_eq!(field, "link.mode");
+    assert!(msg.contains("datagram-fec"), "{msg}");
+    assert_eq!(
+        field_err(&sender("congestion = \"reno\"")).0,
+        "link.congestion"
+    );
+    assert_eq!(
+        field_err(&sender("[link.fec]\nmax_ratio = 5.0")).0,
+        "link.fec.max_ratio"
+    );
+    assert_eq!(
+        field_err(&sender("[link.fec]\nmin_ratio = 0.5\nmax_ratio = 0.1")).0,
+        "link.fec.max_ratio"
+    );
+    assert_eq!(
+        field_err(&sender("[link.fec]\nblock_bytes = 10")).0,
+        "link.fec.block_bytes"
+    );
+    assert_eq!(
+        field_err(&sender("[link.fec]\nack_timeout = \"0s\"")).0,
+        "link.fec.ack_timeout"
+    );
+    assert_eq!(
+        field_err(&sender("[link.fec]\nmax_topups = 1000")).0,
+        "link.fec.max_topups"
+    );
+    assert!(matches!(
+        load(&sender("[link.fec]\nrepairs = 1")),
+        Err(ConfigError::Parse { .. })
+    ));
+}
