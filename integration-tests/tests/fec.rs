@@ -27,6 +27,11 @@ async fn lossy_pair(
     o: &Opts,
     spec: LinkSpec,
 ) -> (Running, UdpRelay, Running) {
+    // RUST_LOG=llmpack_proxy=debug shows what the FEC link does.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     keys(dir);
     let echo = echo_server().await;
     let tunnels = [tunnel("e", "zstd", echo)];
@@ -131,4 +136,32 @@ async fn mode_mismatch_falls_back_to_streams() {
         sender.shutdown().await;
         receiver.shutdown().await;
     }
+}
+
+/// In datagram-fec mode the client's data overtakes `Open` on the link; a
+/// refused connection drops it, closes the client, and leaves the link
+/// carrying the next connections byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_target_closes_the_client_and_the_link_goes_on() {
+    let dir = scratch("fec-refused");
+    keys(&dir);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let echo = echo_server().await;
+    let tunnels = [tunnel("gone", "zstd", closed), tunnel("e", "zstd", echo)];
+    let o = fec_opts("");
+    let rc = receiver_config(&dir, "127.0.0.1:0", &tunnels, &o);
+    let receiver = llmpack_proxy::start(rc).await.unwrap();
+    let sc = sender_config(&dir, receiver.link.unwrap(), &tunnels, &o);
+    let sender = llmpack_proxy::start(sc).await.unwrap();
+    assert!(link_up(&sender, Duration::from_secs(10)).await);
+    for _ in 0..3 {
+        assert!(closed_soon(sender.tunnels["gone"], Duration::from_secs(5)).await);
+    }
+    assert!(*sender.link_up.borrow());
+    echo_all(&sender, 2, 32 << 10).await;
+    sender.shutdown().await;
+    receiver.shutdown().await;
 }

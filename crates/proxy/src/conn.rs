@@ -319,41 +319,84 @@ pub(crate) async fn carry(
     Ok(())
 }
 
-/// Reads more of the peer's messages into `buf`; `false` at their end.
-/// Without `fec` (or before `Opened`) they come on the stream; with it, in
-/// FEC items, while the stream is watched for a reset.
-async fn read_more(
+/// Reads more of the peer's messages from the stream into `buf`; `false`
+/// at their end.
+async fn read_stream(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> Result<bool, ConnError> {
+    match recv.read_chunk(64 << 10, true).await {
+        Ok(Some(chunk)) => {
+            buf.extend_from_slice(&chunk.bytes);
+            Ok(true)
+        }
+        Ok(None) => Ok(false),
+        Err(e) => Err(ConnError::Stream(e.to_string())),
+    }
+}
+
+/// What the stream still carries in datagram-fec mode: `Opened` or
+/// `Refused` on the sender's side, then only its end or a reset.
+struct StreamSide {
+    open: bool,
+    awaiting_opened: bool,
+    buf: BytesMut,
+}
+
+/// Reads more of the peer's messages from its FEC items into `buf`; `false`
+/// at their end. Meanwhile reads the stream: `Opened` / `Refused`, a reset.
+/// An item means the receiver carries the connection, so it counts as
+/// `Opened` even before that arrives (a lost packet then costs the data
+/// nothing).
+async fn read_fec(
     recv: &mut quinn::RecvStream,
-    fec: Option<&mut FecRx>,
-    stream_open: &mut bool,
+    rx: &mut FecRx,
+    side: &mut StreamSide,
+    expect_opened: &mut bool,
     buf: &mut BytesMut,
 ) -> Result<bool, ConnError> {
-    let Some(rx) = fec else {
-        return match recv.read_chunk(64 << 10, true).await {
-            Ok(Some(chunk)) => {
-                buf.extend_from_slice(&chunk.bytes);
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(e) => Err(ConnError::Stream(e.to_string())),
-        };
-    };
     loop {
         tokio::select! {
-            it = rx.recv() => return match it {
-                Some((KIND_MSGS, p)) => {
-                    buf.extend_from_slice(&p);
-                    Ok(true)
-                }
-                Some(_) => Ok(false),
-                None => Err(ConnError::Stream("the FEC link closed or dropped this connection".into())),
+            it = rx.recv() => {
+                *expect_opened = false;
+                return match it {
+                    Some((KIND_MSGS, p)) => {
+                        buf.extend_from_slice(&p);
+                        Ok(true)
+                    }
+                    Some(_) => Ok(false),
+                    None => Err(ConnError::Stream(
+                        "the FEC link closed or dropped this connection".into(),
+                    )),
+                };
             },
-            r = recv.read_chunk(64 << 10, true), if *stream_open => match r {
-                Ok(None) => *stream_open = false,
-                Ok(Some(_)) => {
-                    return Err(ConnError::Protocol(
-                        "stream data after Opened in datagram-fec mode".into(),
-                    ));
+            r = recv.read_chunk(4096, true), if side.open => match r {
+                Ok(None) => {
+                    side.open = false;
+                    if side.awaiting_opened {
+                        return Err(ConnError::Refused("the receiver closed the stream".into()));
+                    }
+                }
+                Ok(Some(c)) => {
+                    if !side.awaiting_opened {
+                        return Err(ConnError::Protocol(
+                            "stream data after Opened in datagram-fec mode".into(),
+                        ));
+                    }
+                    side.buf.extend_from_slice(&c.bytes);
+                    let mut cur = &side.buf[..];
+                    match Msg::decode(&mut cur) {
+                        Ok(Msg::Opened) if cur.is_empty() => {
+                            side.awaiting_opened = false;
+                            *expect_opened = false;
+                        }
+                        Ok(Msg::Refused { reason }) => return Err(ConnError::Refused(reason)),
+                        Ok(m) => {
+                            return Err(ConnError::Protocol(format!(
+                                "expected only Opened on the stream, got {m:?}"
+                            )));
+                        }
+                        Err(llmpack_frame::Error::Incomplete { .. })
+                            if side.buf.len() <= llmpack_frame::MAX_REASON_LEN + 16 => {}
+                        Err(e) => return Err(ConnError::Protocol(e.to_string())),
+                    }
                 }
                 Err(e) => return Err(ConnError::Stream(e.to_string())),
             },
@@ -370,7 +413,11 @@ async fn reader(
     coding: &Coding,
     mut fec: Option<FecRx>,
 ) -> Result<(), ConnError> {
-    let mut stream_open = true;
+    let mut side = StreamSide {
+        open: true,
+        awaiting_opened: expect_opened,
+        buf: BytesMut::new(),
+    };
     let max_msg = MAX_FRAME_LEN as usize + 64;
     loop {
         // Parse every whole message in the buffer.
@@ -421,8 +468,11 @@ async fn reader(
         if buf.len() > max_msg {
             return Err(ConnError::Protocol("message larger than any frame".into()));
         }
-        let via = if expect_opened { None } else { fec.as_mut() };
-        if !read_more(recv, via, &mut stream_open, &mut buf).await? {
+        let more = match fec.as_mut() {
+            None => read_stream(recv, &mut buf).await?,
+            Some(rx) => read_fec(recv, rx, &mut side, &mut expect_opened, &mut buf).await?,
+        };
+        if !more {
             if !buf.is_empty() {
                 return Err(ConnError::Protocol("stream ends inside a message".into()));
             }

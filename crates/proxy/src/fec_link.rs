@@ -447,7 +447,13 @@ async fn run(
     m: FecMetrics,
 ) {
     let (mut enc, mut dec) = (enc, dec);
-    drive(&conn, &mut enc, &mut dec, items, fallbacks, &routes, m).await;
+    let why = drive(&conn, &mut enc, &mut dec, items, fallbacks, &routes, m).await;
+    if conn.close_reason().is_none() {
+        // Connections would wait forever on a link without its FEC side:
+        // close it, so that they fail and the sender dials again.
+        warn!(reason = why, "FEC link failed; closing the QUIC connection");
+        conn.close(llmpack_transport::CLOSE_PROTOCOL, why.as_bytes());
+    }
     let (e, d) = (enc.stats(), dec.stats());
     tracing::info!(
         blocks_sent = e.blocks,
@@ -474,7 +480,7 @@ async fn drive(
     mut fallbacks: mpsc::Receiver<(u32, Vec<Vec<u8>>)>,
     routes: &Mutex<Routes>,
     mut m: FecMetrics,
-) {
+) -> &'static str {
     // Datagrams waiting for room in quinn's send buffer: feedback first.
     let mut control: VecDeque<Bytes> = VecDeque::new();
     let mut pending: Option<Bytes> = None;
@@ -488,7 +494,9 @@ async fn drive(
         dec.set_rtt(rtt);
         enc.handle_timeout(std_now);
         {
-            let Ok(mut r) = routes.lock() else { return };
+            let Ok(mut r) = routes.lock() else {
+                return "route table poisoned";
+            };
             while let Some(item) = dec.poll_item() {
                 if let Err(why) = r.dispatch(item, now) {
                     warn!(why, "FEC link: dropped an item from the peer");
@@ -516,8 +524,7 @@ async fn drive(
             tokio::spawn(send_fallback(conn.clone(), f));
         }
         let Some(max_dg) = conn.max_datagram_size() else {
-            warn!("the peer no longer accepts datagrams; FEC link stops");
-            return;
+            return "the peer no longer accepts datagrams";
         };
         if pending.is_none() {
             pending = control
@@ -533,7 +540,7 @@ async fn drive(
         tokio::select! {
             d = conn.read_datagram() => match d {
                 Ok(d) => on_datagram(enc, dec, std_now, &d),
-                Err(_) => return,
+                Err(_) => return "connection closed",
             },
             it = items.recv(), if items_open && !enc.is_full() => match it {
                 Some(it) => {
@@ -561,10 +568,18 @@ async fn drive(
                 }
             }
             r = conn.send_datagram_wait(pending.clone().unwrap_or_default()), if pending.is_some() => {
-                if r.is_err() {
-                    return;
-                }
                 pending = None;
+                match r {
+                    Ok(()) => {}
+                    // The path's datagram limit shrank (MTU discovery backed
+                    // off) under a symbol already made: it counts as lost, and
+                    // the encoder gives its block up if top-ups no longer fit.
+                    Err(quinn::SendDatagramError::TooLarge) => {
+                        debug!("FEC datagram over the shrunk path limit dropped");
+                    }
+                    Err(quinn::SendDatagramError::ConnectionLost(_)) => return "connection closed",
+                    Err(_) => return "the link stopped taking datagrams",
+                }
             }
             _ = tokio::time::sleep_until(deadline) => {}
         }
@@ -710,6 +725,41 @@ mod tests {
         assert_eq!(r.loose, 0);
         r.sweep(now + EARLY_TTL + DEAD_TTL + Duration::from_secs(2));
         assert!(r.map.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Whatever a peer's decoded items hold, routing never panics, each
+        /// connection sees its items once and in order, and what is held is
+        /// bounded.
+        #[test]
+        fn routing_hostile_items_is_safe(
+            items in proptest::collection::vec(
+                (0u64..4, 0u32..8, 0u8..3, proptest::collection::vec(proptest::num::u8::ANY, 0..64)),
+                0..200,
+            ),
+            junk in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..20), 0..20),
+        ) {
+            let now = Instant::now();
+            let mut r = Routes::new(2048);
+            let (mut rx, _) = r.claim(1, now).unwrap();
+            for j in junk {
+                let _ = r.dispatch(j, now);
+            }
+            for (id, seq, kind, payload) in items {
+                let _ = r.dispatch(item(id, seq, kind, &payload), now);
+                proptest::prop_assert!(r.loose <= MAX_LOOSE_BYTES);
+                for route in r.map.values() {
+                    proptest::prop_assert!(route.bytes.load(Ordering::Relaxed) <= 2048);
+                }
+            }
+            let mut last = None;
+            while let Ok(it) = rx.try_recv() {
+                let seq = u32::from_le_bytes(it[8..12].try_into().unwrap());
+                proptest::prop_assert!(last.is_none_or(|l: u32| seq == l + 1), "in order, no gaps");
+                proptest::prop_assert!(last.is_some() || seq == 0);
+                last = Some(seq);
+            }
+        }
     }
 
     #[test]
