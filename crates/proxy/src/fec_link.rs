@@ -13,7 +13,8 @@
 //!
 //! ```text
 //! item  = stream u64 | seq u32 | kind u8 | payload       (little-endian)
-//! kind 0: payload is whole stream messages (llmpack_frame::Msg)
+//! kind 0: payload is the next bytes of the direction's messages
+//!         (llmpack_frame::Msg; a message may span items, at most 64 KiB each)
 //! kind 1: the end of this direction (no payload)
 //! ```
 //!
