@@ -145,6 +145,8 @@ pub struct BlockEncoder {
     loss: Option<f64>,
     /// Fractional repair symbols owed on a clean path (see [`LOW_LOSS`]).
     credit: f64,
+    /// Feedback freed a block since the last `handle_timeout`.
+    progressed: bool,
     rtt: Duration,
     stats: EncoderStats,
 }
@@ -181,6 +183,7 @@ impl BlockEncoder {
             fallbacks: VecDeque::new(),
             loss: None,
             credit: 0.0,
+            progressed: false,
             rtt: Duration::ZERO,
             stats,
         })
@@ -264,6 +267,18 @@ impl BlockEncoder {
 
     /// Handles expired deadlines; [`poll_transmit`](Self::poll_transmit) calls it too.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if std::mem::take(&mut self.progressed) {
+            // The receiver is decoding: feedback is slow (a queue on the
+            // way back), not absent. A block it really lost is asked for
+            // once a later one arrives; only when feedback stops does the
+            // deadline run out.
+            let until = now + self.ack_timeout();
+            for enc in self.blocks.values_mut().filter_map(|b| b.encoded.as_mut()) {
+                if let Some(d) = enc.deadline.as_mut() {
+                    *d = (*d).max(until);
+                }
+            }
+        }
         if self
             .open
             .as_ref()
@@ -361,7 +376,7 @@ impl BlockEncoder {
     pub fn handle_feedback(&mut self, fb: Feedback) {
         match fb {
             Feedback::Decoded { block } => {
-                self.blocks.remove(&block);
+                self.progressed |= self.blocks.remove(&block).is_some();
             }
             Feedback::NeedMore { block, symbols } => self.top_up(block, symbols),
             Feedback::Report {
@@ -374,6 +389,7 @@ impl BlockEncoder {
                     .range(..decoded_below)
                     .map(|(&id, _)| id)
                     .collect();
+                self.progressed |= !done.is_empty();
                 for id in done {
                     self.blocks.remove(&id);
                 }

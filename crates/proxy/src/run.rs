@@ -217,8 +217,12 @@ fn tuning(link: &LinkConfig) -> Tuning {
         datagrams: fec,
         // A few datagrams: the FEC task keeps quinn fed, and feedback never
         // queues behind seconds of symbols on a slow link.
-        datagram_send_buffer: if fec { 8 << 10 } else { 1 << 20 },
+        datagram_send_buffer: if fec { 3 << 10 } else { 1 << 20 },
         congestion: link.congestion,
+        // FEC symbols are sized to the datagram limit when their block is
+        // encoded; a limit that later shrinks (MTU discovery backing off
+        // after delay or loss) strands them, so FEC mode keeps it fixed.
+        mtu_discovery: !fec,
         ..Tuning::default()
     }
 }

@@ -79,6 +79,9 @@ pub struct Tuning {
     pub datagram_send_buffer: usize,
     /// The congestion controller of this end's sending direction.
     pub congestion: Congestion,
+    /// Whether path-MTU discovery may grow (and, on suspected black holes,
+    /// shrink) the packet size; off keeps `max_datagram_size()` stable.
+    pub mtu_discovery: bool,
 }
 
 /// Congestion controller of a link end.
@@ -159,6 +162,9 @@ impl Tuning {
             t.datagram_receive_buffer_size(None);
         }
         t.datagram_send_buffer_size(self.datagram_send_buffer);
+        if !self.mtu_discovery {
+            t.mtu_discovery_config(None);
+        }
         if self.congestion == Congestion::Bbr {
             t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
         }
@@ -177,6 +183,7 @@ impl Default for Tuning {
             datagrams: false,
             datagram_send_buffer: 1 << 20,
             congestion: Congestion::Cubic,
+            mtu_discovery: true,
         }
     }
 }
