@@ -145,10 +145,7 @@ async fn mode_mismatch_falls_back_to_streams() {
 async fn refused_target_closes_the_client_and_the_link_goes_on() {
     let dir = scratch("fec-refused");
     keys(&dir);
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let closed = closed_port();
     let echo = echo_server().await;
     let tunnels = [tunnel("gone", "zstd", closed), tunnel("e", "zstd", echo)];
     let o = fec_opts("");

@@ -157,11 +157,7 @@ async fn max_connections_is_enforced() {
 async fn refused_target_closes_the_client() {
     let dir = scratch("refused");
     keys(&dir);
-    // A port with nothing listening: bind, note it, close.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let closed = closed_port();
     let p = pair(&dir, &[tunnel("z", "zstd", closed)], &zstd_opts()).await;
     assert!(link_up(&p.sender, Duration::from_secs(10)).await);
     assert!(closed_soon(p.addr("z"), Duration::from_secs(5)).await);

@@ -40,7 +40,7 @@ pub fn table(results: &[RunResult]) -> String {
             s,
             "{:<9} {:<6} {:<8} {:>9} {:>13} {:>6.2} {:>11} {:>11} {:>9} {:>9} {:>6.1} {:>5}  {}",
             r.scenario.name,
-            r.path(),
+            r.path,
             r.workload,
             format!("{}/{}", r.complete, r.requests),
             rate(r.goodput_bps),
@@ -84,12 +84,7 @@ pub fn notes(results: &[RunResult]) -> Vec<String> {
         .map(|r| {
             format!(
                 "{} {} {}: {} corrupt, {} failed, {} unfinished",
-                r.scenario.name,
-                r.path(),
-                r.workload,
-                r.corrupt,
-                r.errors,
-                r.unfinished
+                r.scenario.name, r.path, r.workload, r.corrupt, r.errors, r.unfinished
             )
         })
         .collect();
@@ -115,9 +110,9 @@ pub fn plot(results: &[RunResult], path: &Path) -> Result<()> {
             continue;
         };
         let key = if several {
-            format!("{} {}", r.path(), r.workload)
+            format!("{} {}", r.path, r.workload)
         } else {
-            r.path()
+            r.path.clone()
         };
         series
             .entry(key)

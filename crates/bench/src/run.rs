@@ -208,13 +208,6 @@ impl RunSpec {
     }
 }
 
-impl RunResult {
-    /// The path's name in reports.
-    pub fn path(&self) -> String {
-        self.path.clone()
-    }
-}
-
 /// Counters the clients share.
 #[derive(Debug, Default)]
 struct Tally {

@@ -43,7 +43,7 @@ async fn tiny_scenario_is_byte_exact() -> Result<()> {
             link,
         };
         let r = run_one(&spec).await?;
-        let name = r.path();
+        let name = &r.path;
         ensure!(r.requests > 0, "{name}: no requests");
         ensure!(
             r.complete == r.requests && r.corrupt == 0 && r.errors == 0 && r.unfinished == 0,

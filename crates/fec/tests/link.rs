@@ -71,6 +71,15 @@ impl Link {
     }
 }
 
+/// Forward-direction loss the link measured, and repair + top-up symbols
+/// per source symbol the encoder spent.
+fn loss_and_overhead(o: &Outcome) -> (f64, f64) {
+    let loss = o.fwd_dropped as f64 / o.fwd_sent as f64;
+    let overhead =
+        (o.enc.repair_symbols + o.enc.topup_symbols) as f64 / o.enc.source_symbols as f64;
+    (loss, overhead)
+}
+
 struct Outcome {
     delivered: Vec<Vec<u8>>,
     enc: EncoderStats,
@@ -168,9 +177,7 @@ fn twenty_percent_loss_delivers_everything() {
         Duration::from_millis(1),
     );
     assert!(o.delivered == items, "items lost, duplicated or reordered");
-    let loss = o.fwd_dropped as f64 / o.fwd_sent as f64;
-    let overhead =
-        (o.enc.repair_symbols + o.enc.topup_symbols) as f64 / o.enc.source_symbols as f64;
+    let (loss, overhead) = loss_and_overhead(&o);
     eprintln!(
         "measured loss {:.3}, repair overhead {:.3} (target <= {:.3}); ratio now {:.3}, \
          loss estimate {:.3}; blocks {} ({} recovered with repair), top-ups {} ({} symbols), \
@@ -345,9 +352,7 @@ fn overhead_follows_loss_from_zero_to_ten_percent() {
             Duration::from_millis(1),
         );
         assert!(o.delivered == items, "loss {loss}: items lost or reordered");
-        let measured = o.fwd_dropped as f64 / o.fwd_sent as f64;
-        let overhead =
-            (o.enc.repair_symbols + o.enc.topup_symbols) as f64 / o.enc.source_symbols as f64;
+        let (measured, overhead) = loss_and_overhead(&o);
         let target = 1.5 * measured + if loss == 0.0 { 0.03 } else { 0.02 };
         eprintln!(
             "loss {loss:.2}: measured {measured:.3}, overhead {overhead:.3} (target <= {target:.3}), \

@@ -357,8 +357,8 @@ async fn read_fec(
             it = rx.recv() => {
                 *expect_opened = false;
                 return match it {
-                    Some((KIND_MSGS, p)) => {
-                        buf.extend_from_slice(&p);
+                    Some(it) if it.kind() == KIND_MSGS => {
+                        buf.extend_from_slice(it.payload());
                         Ok(true)
                     }
                     Some(_) => Ok(false),

@@ -90,6 +90,19 @@ struct Route {
     since: Instant,
 }
 
+impl Route {
+    fn new(state: State, now: Instant) -> Self {
+        Route {
+            next: 0,
+            held: BTreeMap::new(),
+            state,
+            bytes: Arc::new(AtomicUsize::new(0)),
+            loose: 0,
+            since: now,
+        }
+    }
+}
+
 /// Where decoded items go: one entry per connection of the link.
 pub(crate) struct Routes {
     map: HashMap<u64, Route>,
@@ -132,17 +145,8 @@ impl Routes {
             if self.map.len() >= MAX_ROUTES {
                 return Err("too many connections at once");
             }
-            self.map.insert(
-                id,
-                Route {
-                    next: 0,
-                    held: BTreeMap::new(),
-                    state: State::Early(VecDeque::new()),
-                    bytes: Arc::new(AtomicUsize::new(0)),
-                    loose: 0,
-                    since: now,
-                },
-            );
+            self.map
+                .insert(id, Route::new(State::Early(VecDeque::new()), now));
         }
         let r = self.map.get_mut(&id).expect("present");
         if matches!(r.state, State::Dead) || seq < r.next || r.held.contains_key(&seq) {
@@ -182,14 +186,10 @@ impl Routes {
         now: Instant,
     ) -> Result<(mpsc::UnboundedReceiver<Vec<u8>>, Arc<AtomicUsize>), &'static str> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let r = self.map.entry(id).or_insert_with(|| Route {
-            next: 0,
-            held: BTreeMap::new(),
-            state: State::Early(VecDeque::new()),
-            bytes: Arc::new(AtomicUsize::new(0)),
-            loose: 0,
-            since: now,
-        });
+        let r = self
+            .map
+            .entry(id)
+            .or_insert_with(|| Route::new(State::Early(VecDeque::new()), now));
         match std::mem::replace(&mut r.state, State::Dead) {
             State::Early(q) => {
                 for it in q {
@@ -279,14 +279,27 @@ pub(crate) struct FecRx {
 }
 
 impl FecRx {
-    /// The peer's next item for this connection: kind and payload; `None`
-    /// when the link is gone or this connection's data was dropped.
-    pub async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
-        let mut item = self.rx.recv().await?;
+    /// The peer's next item for this connection; `None` when the link is
+    /// gone or this connection's data was dropped.
+    pub async fn recv(&mut self) -> Option<Item> {
+        let item = self.rx.recv().await?;
         self.bytes.fetch_sub(item.len(), Ordering::Relaxed);
-        let kind = item[ITEM_HEADER - 1];
-        item.drain(..ITEM_HEADER);
-        Some((kind, item))
+        Some(Item(item))
+    }
+}
+
+/// A received item, header included (routing checked its length).
+pub(crate) struct Item(Vec<u8>);
+
+impl Item {
+    /// [`KIND_MSGS`] or [`KIND_END`].
+    pub fn kind(&self) -> u8 {
+        self.0[ITEM_HEADER - 1]
+    }
+
+    /// The bytes after the header.
+    pub fn payload(&self) -> &[u8] {
+        &self.0[ITEM_HEADER..]
     }
 }
 
@@ -355,23 +368,6 @@ impl FecLink {
                 routes: self.routes.clone(),
             },
         })
-    }
-
-    /// Connection `stream` will not be carried (refused): its items are
-    /// dropped.
-    pub fn forget(&self, stream: u64) {
-        if let Ok(mut r) = self.routes.lock() {
-            let now = Instant::now();
-            r.map.entry(stream).or_insert_with(|| Route {
-                next: 0,
-                held: BTreeMap::new(),
-                state: State::Dead,
-                bytes: Arc::new(AtomicUsize::new(0)),
-                loose: 0,
-                since: now,
-            });
-            r.kill(stream, now);
-        }
     }
 }
 

@@ -195,11 +195,15 @@ async fn stream(
     tunnels: Tunnels,
     fec: Option<Arc<FecLink>>,
 ) {
-    let key = stream_key(recv.id());
-    // Whatever path this stream takes from here, a refusal drops its FEC data.
-    let forget = |fec: &Option<Arc<FecLink>>| {
-        if let Some(f) = fec {
-            f.forget(key);
+    // Claim the connection's FEC items at once (they may overtake `Open`);
+    // every return before `carry` drops the claim, and with it those items.
+    let attached = match fec.as_ref().map(|f| f.attach(stream_key(recv.id()))) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            warn!(error = %e, "cannot carry the stream; resetting it");
+            let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
+            return;
         }
     };
     let mut buf = BytesMut::new();
@@ -208,13 +212,11 @@ async fn stream(
         Ok(Err(e)) => {
             warn!(error = %e, "stream did not open a tunnel");
             let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
-            forget(&fec);
             return;
         }
         Err(_) => {
             warn!("stream did not name a tunnel in time");
             let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
-            forget(&fec);
             return;
         }
     };
@@ -234,7 +236,6 @@ async fn stream(
             format!("the receiver has no tunnel named {name:?}"),
         )
         .await;
-        forget(&fec);
         return;
     };
     let coding = shared.coding(t, lm, rate);
@@ -248,7 +249,6 @@ async fn stream(
             ),
         )
         .await;
-        forget(&fec);
         return;
     }
     let Ok(_permit) = shared.slots.clone().try_acquire_owned() else {
@@ -260,7 +260,6 @@ async fn stream(
             "the receiver is at limits.max_connections".into(),
         )
         .await;
-        forget(&fec);
         return;
     };
     let target = t.target.clone().unwrap_or_default();
@@ -271,26 +270,15 @@ async fn stream(
             metrics::counter!("llmpack_connections_refused_total", "tunnel" => name.clone(), "reason" => "target")
                 .increment(1);
             refuse(&mut send, format!("target {target}: {e}")).await;
-            forget(&fec);
             return;
         }
         Err(_) => {
             warn!(tunnel = %name, %target, "target did not answer in time; refusing the connection");
             refuse(&mut send, format!("target {target}: timed out")).await;
-            forget(&fec);
             return;
         }
     };
     let _ = tcp.set_nodelay(true);
-    let attached = match fec.as_ref().map(|f| f.attach(key)) {
-        None => None,
-        Some(Ok(a)) => Some(a),
-        Some(Err(e)) => {
-            warn!(tunnel = %name, error = %e, "cannot carry the connection; resetting it");
-            let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
-            return;
-        }
-    };
     let mut opened = Vec::new();
     Msg::Opened.encode(&mut opened);
     if send.write_all(&opened).await.is_err() {

@@ -211,7 +211,8 @@ impl std::fmt::Debug for ModelParts {
     }
 }
 
-fn tuning(link: &LinkConfig) -> Tuning {
+/// The QUIC transport settings of a link end.
+pub(crate) fn transport_tuning(link: &LinkConfig) -> Tuning {
     let fec = link.mode == LinkMode::DatagramFec;
     Tuning {
         datagrams: fec,
@@ -305,10 +306,6 @@ pub(crate) fn running(
         stop,
         endpoint,
     }
-}
-
-pub(crate) fn transport_tuning(link: &LinkConfig) -> Tuning {
-    tuning(link)
 }
 
 /// Runs the proxy until `shutdown` completes, then closes it cleanly.

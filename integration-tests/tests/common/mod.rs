@@ -300,6 +300,12 @@ pub fn toy_model(id: u8, probe: u64, perturb: f32) -> ModelParts {
 
 /// Whether a client's connection is closed by the tunnel within `limit`
 /// (read returns end of stream or an error).
+/// A local address nothing listens on (bound, noted, closed).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
 pub async fn closed_soon(addr: SocketAddr, limit: Duration) -> bool {
     let Ok(mut s) = TcpStream::connect(addr).await else {
         return true;
