@@ -9,31 +9,15 @@
 mod common;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use common::*;
+use llmpack_bench::http::{Nginx, Tools, find_tool};
 
 /// The tunnels every test goes through, by name and codec.
 const TUNNELS: [(&str, &str); 2] = [("z", "zstd"), ("r", "raw")];
-
-/// Where the installed programs are.
-struct Tools {
-    nginx: PathBuf,
-    curl: PathBuf,
-}
-
-/// Finds `name` on `PATH` or in the sbin directories (nginx lives in
-/// /usr/sbin, which a non-root `PATH` often lacks).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin"].map(PathBuf::from));
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
-}
 
 /// The tools, or `None` when they are missing and `LLMPACK_SKIP_NGINX=1`
 /// says to skip. Missing tools otherwise fail the test.
@@ -151,125 +135,6 @@ fn docroot(www: &Path) -> Vec<Served> {
         .collect()
 }
 
-/// An nginx child process; killed when dropped.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Nginx {
-    /// nginx's error log and its stderr, for failure messages.
-    fn logs(&self) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
-        format!(
-            "error.log:\n{}\nstderr:\n{}",
-            read("error.log"),
-            read("stderr.log")
-        )
-    }
-}
-
-/// A free port on 127.0.0.1 (bound, read and released; nginx binds it next).
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-/// Starts nginx in the foreground (one process, no daemon) serving `www`
-/// from a config in `dir`, and waits until its port accepts connections.
-async fn start_nginx(nginx: &Path, dir: &Path, www: &Path) -> Nginx {
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    // nginx before 1.19.5 has no -e; then it warns about its compiled-in log
-    // and goes on.
-    let mut dash_e = true;
-    // Another process may take the port between our probe and nginx's bind:
-    // try a few ports.
-    for attempt in 0..5 {
-        let addr = free_port();
-        let d = dir.display();
-        let t = tmp.display();
-        let conf = format!(
-            "daemon off;\n\
-             master_process off;\n\
-             error_log {d}/error.log;\n\
-             pid {d}/nginx.pid;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n\
-             \x20 access_log off;\n\
-             \x20 client_body_temp_path {t}/body;\n\
-             \x20 proxy_temp_path {t}/proxy;\n\
-             \x20 fastcgi_temp_path {t}/fastcgi;\n\
-             \x20 uwsgi_temp_path {t}/uwsgi;\n\
-             \x20 scgi_temp_path {t}/scgi;\n\
-             \x20 types {{ text/html html; application/json json; }}\n\
-             \x20 default_type application/octet-stream;\n\
-             \x20 server {{\n\
-             \x20   listen {addr};\n\
-             \x20   root {www};\n\
-             \x20 }}\n\
-             }}\n",
-            www = www.display()
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let _ = std::fs::remove_file(dir.join("error.log"));
-        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
-        // -p: prefix for relative paths; -e: the log used before the config
-        // is read (else nginx tries /var/log/nginx/error.log first).
-        let mut cmd = Command::new(nginx);
-        cmd.arg("-p").arg(dir);
-        if dash_e {
-            cmd.arg("-e").arg(dir.join("error.log"));
-        }
-        let child = cmd
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", nginx.display()));
-        let mut n = Nginx {
-            child,
-            addr,
-            dir: dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = n.child.try_wait().unwrap() {
-                let logs = n.logs();
-                if attempt < 4 && logs.contains("Address already in use") {
-                    break;
-                }
-                if attempt < 4 && dash_e && logs.contains("invalid option") {
-                    dash_e = false;
-                    break;
-                }
-                panic!("nginx exited with {status} before serving\n{logs}");
-            }
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return n;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not accept connections on {addr} within 10 s\n{}",
-                n.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    unreachable!("every attempt either returned or panicked")
-}
-
 /// Runs curl with `args` off the async threads; returns its output.
 async fn curl(curl: &Path, args: Vec<String>) -> Output {
     let curl = curl.to_path_buf();
@@ -302,7 +167,9 @@ async fn setup(test: &str) -> Option<Setup> {
     keys(&dir);
     let www = dir.join("www");
     let files = docroot(&www);
-    let nginx = start_nginx(&tools.nginx, &dir, &www).await;
+    let nginx = Nginx::start(&tools.nginx, &dir, &www)
+        .await
+        .expect("starting nginx");
     let tunnels: Vec<T> = TUNNELS
         .iter()
         .map(|&(name, codec)| tunnel(name, codec, nginx.addr))

@@ -3,6 +3,7 @@
 //! [`link`] emulates a slow, lossy, delayed network path in user space (no root,
 //! no netem): a UDP relay for the QUIC tunnel and a TCP relay for plain-TCP
 //! baselines, both with a rate-limited drop-tail bottleneck per direction.
+//! [`http`] runs real nginx and curl as a run's server and clients.
 //! [`units`] parses the rates and percentages that users type.
 //! [`scenario`] names links, [`workload`] builds traffic classes, [`run`](mod@run)
 //! measures one scenario × mode × workload, and [`report`] prints tables,
@@ -12,6 +13,7 @@
 //! crates, but no tunnel crate may depend on it.
 #![warn(missing_docs)]
 
+pub mod http;
 pub mod link;
 pub mod report;
 pub mod run;
@@ -22,13 +24,14 @@ pub mod workload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub use run::{LinkChoice, Mode, RunResult, RunSpec, run_one};
+pub use run::{App, LinkChoice, Mode, RunResult, RunSpec, run_one};
 pub use scenario::Scenario;
 pub use tunnel::ModelOpts;
 pub use workload::Workload;
@@ -73,12 +76,24 @@ pub struct BenchArgs {
     /// How long requests in flight at the end may still take.
     #[arg(long, default_value = "60s", value_parser = llmpack_proxy::units::parse_duration)]
     pub grace: Duration,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 4)]
-    pub clients: usize,
-    /// Bytes per response (e.g. 16KiB).
-    #[arg(long, default_value = "16KiB", value_parser = llmpack_proxy::units::parse_u64)]
-    pub response: u64,
+    /// Traffic shape: `exchange` (default: 4 clients, 16 KiB responses, a
+    /// new TCP connection per request) or `bulk` (1 client downloading
+    /// large responses: link rate x duration / 16, between 256 KiB and 16
+    /// MiB, per scenario, and no longer than the workload; pass a large file
+    /// or directory as --workload). --clients and --response override either.
+    #[arg(long, default_value = "exchange", value_parser = Traffic::parse)]
+    pub traffic: Traffic,
+    /// Programs at the ends: `builtin` (this process's server and clients)
+    /// or `nginx-curl` (real nginx serving the responses as files, one curl
+    /// per request over HTTP/1.1; needs both installed).
+    #[arg(long, default_value = "builtin", value_parser = App::parse)]
+    pub app: App,
+    /// Concurrent clients (default: from --traffic).
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Bytes per response, e.g. 16KiB (default: from --traffic).
+    #[arg(long, value_parser = llmpack_proxy::units::parse_u64)]
+    pub response: Option<u64>,
     /// Model directory for lm and auto (default: models/default).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -98,6 +113,49 @@ pub struct BenchArgs {
     pub plot: PathBuf,
 }
 
+/// Traffic shapes of `--traffic`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// Many small request/response exchanges.
+    Exchange,
+    /// One client downloading large responses back to back.
+    Bulk,
+}
+
+impl Traffic {
+    /// Parses `exchange` or `bulk`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "exchange" => Ok(Traffic::Exchange),
+            "bulk" => Ok(Traffic::Bulk),
+            _ => Err(format!("unknown traffic `{s}`: use exchange or bulk")),
+        }
+    }
+
+    /// Default clients.
+    pub fn clients(self) -> usize {
+        match self {
+            Traffic::Exchange => 4,
+            Traffic::Bulk => 1,
+        }
+    }
+
+    /// Default response size on a link of `rate` bits/s (`None`: no
+    /// limit) for runs of `duration`: 16 KiB exchanges; bulk responses of
+    /// what the link carries uncompressed in a sixteenth of the run, within
+    /// 256 KiB..16 MiB (unlimited links: 16 MiB).
+    pub fn response(self, rate: Option<u64>, duration: Duration) -> u64 {
+        match self {
+            Traffic::Exchange => 16 << 10,
+            Traffic::Bulk => {
+                let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+                let r = rate.map_or(u64::MAX, |r| r.saturating_mul(ms) / (8 * 16 * 1000));
+                r.clamp(256 << 10, 16 << 20)
+            }
+        }
+    }
+}
+
 /// Runs the benchmark matrix of `args` on a runtime of its own and prints
 /// or writes the reports.
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -114,10 +172,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .iter()
         .map(|w| Workload::resolve(w, &samples, args.seed).map(Arc::new))
         .collect::<Result<Vec<_>>>()?;
-    let response_size = usize::try_from(args.response).context("--response too large")?;
+    let clients = args.clients.unwrap_or(args.traffic.clients());
     let mut specs = Vec::new();
     for scenario in &scenarios {
         for workload in &workloads {
+            let response = args.response.unwrap_or_else(|| {
+                let r = args.traffic.response(scenario.rate_bps, args.duration);
+                // By default a response never repeats its workload's bytes.
+                r.min(u64::try_from(workload.len()).unwrap_or(u64::MAX))
+            });
+            let response_size = usize::try_from(response).context("--response too large")?;
             for (&mode, &link) in args
                 .modes
                 .iter()
@@ -132,7 +196,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     workload: workload.clone(),
                     duration: args.duration,
                     grace: args.grace,
-                    clients: args.clients,
+                    clients,
                     response_size,
                     seed: args.seed,
                     model: ModelOpts {
@@ -140,6 +204,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                         max_delay: args.max_delay,
                     },
                     link,
+                    app: args.app,
                 });
             }
         }
@@ -189,4 +254,34 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     eprintln!("plot: {}", args.plot.display());
     Ok(())
+}
+
+/// A fresh scratch directory of this process (`what`: its use, in the name).
+pub(crate) fn scratch(what: &str) -> Result<PathBuf> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("llmpack-bench-{}-{what}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traffic_defaults() {
+        let d = Duration::from_secs(8);
+        assert_eq!(Traffic::parse("bulk"), Ok(Traffic::Bulk));
+        assert!(Traffic::parse("stream").is_err());
+        assert_eq!(Traffic::Exchange.response(Some(64_000), d), 16 << 10);
+        assert_eq!(Traffic::Exchange.clients(), 4);
+        assert_eq!(Traffic::Bulk.clients(), 1);
+        // 64 kbit/s for 8 s is 64 kB; a sixteenth is under the floor.
+        assert_eq!(Traffic::Bulk.response(Some(64_000), d), 256 << 10);
+        // 100 Mbit/s for 8 s: 100 MB / 16 = 6.25 MB.
+        assert_eq!(Traffic::Bulk.response(Some(100_000_000), d), 6_250_000);
+        assert_eq!(Traffic::Bulk.response(None, d), 16 << 20);
+    }
 }

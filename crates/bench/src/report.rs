@@ -68,6 +68,26 @@ pub fn notes(results: &[RunResult]) -> Vec<String> {
          cpu s = the whole bench process (clients, server, relay, both proxies and the model)"
             .to_string(),
     ];
+    if results.iter().any(|r| r.app == crate::run::App::NginxCurl) {
+        out.push(
+            "app nginx-curl: nginx and curl run as child processes, outside cpu s; \
+             application bytes include HTTP request and response headers"
+                .into(),
+        );
+    }
+    for r in results
+        .iter()
+        .filter(|r| r.response_bytes > r.workload_bytes)
+    {
+        let note = format!(
+            "workload {}: responses of {} B repeat its {} B, which flatters compression; \
+             pass a larger file or directory as --workload",
+            r.workload, r.response_bytes, r.workload_bytes
+        );
+        if !out.contains(&note) {
+            out.push(note);
+        }
+    }
     let lossy_direct = results
         .iter()
         .any(|r| r.mode == Mode::Direct && r.scenario.loss > 0.0);

@@ -1,9 +1,11 @@
 //! One benchmark run: scenario × mode × workload.
 //!
-//! A response server (plain TCP, HTTP/1.0-like: one request line, one
-//! response, close) sits behind the path under test; `clients` concurrent
+//! A response server sits behind the path under test; `clients` concurrent
 //! clients make request/response exchanges for `duration` and check every
-//! response byte for byte against the slice they asked for.
+//! response byte for byte against the slice they asked for. The programs at
+//! the two ends are an [`App`]: this process's own (one request line, one
+//! response, close) or real nginx and curl (HTTP/1.1, one curl process and
+//! one TCP connection per request).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use crate::http::{Nginx, Tools, curl_get};
 use crate::link::{LinkStats, TcpRelay};
 use crate::scenario::Scenario;
 use crate::tunnel::{ModelOpts, Pair, TUNNEL};
@@ -123,6 +126,45 @@ impl LinkChoice {
     }
 }
 
+/// The programs at the ends of the measured path (`--app`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum App {
+    /// This process's response server and clients: `GET <n>` and the bytes
+    /// of response `n`, nothing else on the wire.
+    Builtin,
+    /// nginx serves the responses as files, curl fetches them over HTTP/1.1.
+    NginxCurl,
+}
+
+impl App {
+    /// All apps.
+    pub const ALL: [App; 2] = [App::Builtin, App::NginxCurl];
+
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            App::Builtin => "builtin",
+            App::NginxCurl => "nginx-curl",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        App::ALL
+            .into_iter()
+            .find(|a| a.name() == s.trim())
+            .ok_or_else(|| format!("unknown app `{s}`: use builtin or nginx-curl"))
+    }
+}
+
+/// Most response files nginx serves per run (responses `n` and `n + FILES`
+/// are then the same file).
+const MAX_FILES: usize = 256;
+
+/// Most bytes of response files per run.
+const MAX_DOCROOT: usize = 256 << 20;
+
 /// Everything one run needs.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -146,6 +188,8 @@ pub struct RunSpec {
     pub model: ModelOpts,
     /// Tunnel runs: how the link carries frames (ignored by direct runs).
     pub link: LinkChoice,
+    /// The server and client programs.
+    pub app: App,
 }
 
 /// What one run measured.
@@ -162,6 +206,15 @@ pub struct RunResult {
     pub path: String,
     /// The workload's name.
     pub workload: String,
+    /// The server and client programs.
+    pub app: App,
+    /// Bytes per response.
+    pub response_bytes: u64,
+    /// Bytes of the workload the responses are cut from (responses longer
+    /// than this repeat it, which flatters compression).
+    pub workload_bytes: u64,
+    /// Concurrent clients.
+    pub clients: u64,
     /// Seconds from the first request to the last response.
     pub elapsed_s: f64,
     /// Requests started.
@@ -174,7 +227,8 @@ pub struct RunResult {
     pub errors: u64,
     /// Requests still unfinished when the grace period ran out.
     pub unfinished: u64,
-    /// Application bytes both ways: request lines plus complete responses.
+    /// Application bytes both ways: requests plus complete responses (with
+    /// `nginx-curl`: HTTP request and response headers included).
     pub app_bytes: u64,
     /// Payload bytes the link delivered client → server (TCP payload or UDP
     /// datagrams, without IP/UDP/TCP headers).
@@ -244,18 +298,20 @@ impl Path {
 
 /// Runs one scenario × mode × workload and measures it.
 pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
-    let (server, server_task) = serve(spec.workload.clone(), spec.response_size).await?;
+    let server = Server::start(spec).await?;
+    let client_app = server.client_app()?;
     let link = spec.scenario.link(spec.seed);
     let (path, addr) = match spec.mode {
         Mode::Direct => {
-            let relay = TcpRelay::start(local(), server, link)
+            let relay = TcpRelay::start(local(), server.addr(), link)
                 .await
                 .context("starting the TCP link relay")?;
             let addr = relay.local_addr();
             (Path::Direct(relay), addr)
         }
         m => {
-            let pair = Pair::start(m.name(), server, link, &spec.model, spec.link.toml()).await?;
+            let pair =
+                Pair::start(m.name(), server.addr(), link, &spec.model, spec.link.toml()).await?;
             let addr = pair.addr;
             (Path::Tunnel(Box::new(pair)), addr)
         }
@@ -270,7 +326,8 @@ pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..spec.clients.max(1) {
         let (tally, workload, size) = (tally.clone(), spec.workload.clone(), spec.response_size);
-        clients.spawn(client(addr, tally, workload, size, end, hard));
+        let app = client_app.clone();
+        clients.spawn(client(addr, app, tally, workload, size, end, hard));
     }
     let mut latencies = Vec::new();
     while let Some(r) = clients.join_next().await {
@@ -284,7 +341,7 @@ pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
     // shutdown does not cut streams that are still closing.
     tokio::time::sleep(spec.scenario.rtt * 2 + Duration::from_millis(200)).await;
     path.shutdown().await;
-    server_task.abort();
+    server.stop();
 
     let up = link1.up.bytes_delivered - link0.up.bytes_delivered;
     let down = link1.down.bytes_delivered - link0.down.bytes_delivered;
@@ -314,6 +371,10 @@ pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
         },
         path: spec.path(),
         workload: spec.workload.name.clone(),
+        app: spec.app,
+        response_bytes: u64::try_from(spec.response_size).unwrap_or(u64::MAX),
+        workload_bytes: u64::try_from(spec.workload.len()).unwrap_or(u64::MAX),
+        clients: u64::try_from(spec.clients.max(1)).unwrap_or(u64::MAX),
         elapsed_s: elapsed,
         requests: get(&tally.next),
         complete: get(&tally.complete),
@@ -335,6 +396,103 @@ pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
         cpu_s,
         frames,
     })
+}
+
+/// The server behind the measured path.
+enum Server {
+    /// [`serve`]'s task.
+    Builtin(SocketAddr, tokio::task::JoinHandle<()>),
+    /// nginx over a docroot of response files in `dir` (removed at stop).
+    Nginx {
+        nginx: Nginx,
+        dir: std::path::PathBuf,
+        curl: std::path::PathBuf,
+        files: u64,
+    },
+}
+
+/// How clients ask for response `n`.
+#[derive(Clone)]
+enum ClientApp {
+    /// `GET <n>` on a plain TCP connection.
+    Builtin,
+    /// curl fetching `/r/<n mod files>`.
+    Curl {
+        curl: Arc<std::path::PathBuf>,
+        files: u64,
+    },
+}
+
+impl Server {
+    async fn start(spec: &RunSpec) -> Result<Server> {
+        match spec.app {
+            App::Builtin => {
+                let (addr, task) = serve(spec.workload.clone(), spec.response_size).await?;
+                Ok(Server::Builtin(addr, task))
+            }
+            App::NginxCurl => {
+                let tools = Tools::find().context("--app nginx-curl")?;
+                let dir = crate::scratch("nginx")?;
+                let www = dir.join("www");
+                let files = write_docroot(&www, &spec.workload, spec.response_size)?;
+                let nginx = Nginx::start(&tools.nginx, &dir, &www).await?;
+                Ok(Server::Nginx {
+                    nginx,
+                    dir,
+                    curl: tools.curl,
+                    files,
+                })
+            }
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Server::Builtin(addr, _) => *addr,
+            Server::Nginx { nginx, .. } => nginx.addr,
+        }
+    }
+
+    fn client_app(&self) -> Result<ClientApp> {
+        Ok(match self {
+            Server::Builtin(..) => ClientApp::Builtin,
+            Server::Nginx { curl, files, .. } => ClientApp::Curl {
+                curl: Arc::new(curl.clone()),
+                files: *files,
+            },
+        })
+    }
+
+    fn stop(self) {
+        match self {
+            Server::Builtin(_, task) => task.abort(),
+            Server::Nginx { nginx, dir, .. } => {
+                drop(nginx);
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+/// Writes responses `0..files` as `www/r/<n>`; returns `files`: as many
+/// distinct responses as the workload has (at most [`MAX_FILES`] and
+/// [`MAX_DOCROOT`] bytes, at least one).
+fn write_docroot(www: &std::path::Path, workload: &Workload, size: usize) -> Result<u64> {
+    let dir = www.join("r");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let files = workload
+        .len()
+        .div_ceil(size.max(1))
+        .min(MAX_FILES)
+        .min(MAX_DOCROOT / size.max(1))
+        .max(1);
+    let files = u64::try_from(files).unwrap_or(1);
+    for n in 0..files {
+        let path = dir.join(n.to_string());
+        std::fs::write(&path, workload.response(n, size))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(files)
 }
 
 /// The response server: reads `GET <n>` and answers with response `n`.
@@ -380,6 +538,7 @@ fn parse_request(line: &str) -> Option<u64> {
 /// One client: exchanges until `end`; returns its latencies in ms.
 async fn client(
     addr: SocketAddr,
+    app: ClientApp,
     tally: Arc<Tally>,
     workload: Arc<Workload>,
     size: usize,
@@ -391,25 +550,42 @@ async fn client(
         c.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     };
     while Instant::now() < end {
-        let n = tally.next.fetch_add(1, Ordering::Relaxed);
+        let mut n = tally.next.fetch_add(1, Ordering::Relaxed);
         let t0 = Instant::now();
-        let request = format!("GET {n}\n");
-        match tokio::time::timeout_at(hard, exchange(addr, request.as_bytes())).await {
+        let fetch = async {
+            match &app {
+                ClientApp::Builtin => {
+                    let request = format!("GET {n}\n");
+                    let body = exchange(addr, request.as_bytes()).await?;
+                    Ok::<_, anyhow::Error>((body, request.len()))
+                }
+                ClientApp::Curl { curl, files } => {
+                    n %= files;
+                    let url = format!("http://{addr}/r/{n}");
+                    let left = hard.saturating_duration_since(Instant::now());
+                    let f = curl_get(curl, &url, left).await?;
+                    anyhow::ensure!(f.status == 200, "HTTP status {}", f.status);
+                    Ok((f.body, usize::try_from(f.overhead).unwrap_or(usize::MAX)))
+                }
+            }
+        };
+        match tokio::time::timeout_at(hard, fetch).await {
             Err(_) => {
                 add(&tally.unfinished, 1);
                 break;
             }
             Ok(Err(e)) => {
+                let e: anyhow::Error = e;
                 tracing::debug!(error = %e, n, "request failed");
                 add(&tally.errors, 1);
                 // Don't spin on a dead path.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Ok(Ok(body)) => {
+            Ok(Ok((body, overhead))) => {
                 latencies.push(t0.elapsed().as_secs_f64() * 1e3);
                 if body == workload.response(n, size) {
                     add(&tally.complete, 1);
-                    add(&tally.app_bytes, request.len() + body.len());
+                    add(&tally.app_bytes, overhead + body.len());
                     add(&tally.response_bytes, body.len());
                 } else {
                     add(&tally.corrupt, 1);

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -51,7 +50,7 @@ impl Pair {
         link_toml: &str,
     ) -> Result<Self> {
         let mode = link_toml;
-        let dir = scratch()?;
+        let dir = crate::scratch("pair")?;
         for name in ["sender", "receiver"] {
             let (crt, key) = llmpack_transport::generate("llmpack").context("making keys")?;
             std::fs::write(dir.join(format!("{name}.crt")), crt)?;
@@ -127,16 +126,6 @@ fn load(dir: &Path, name: &str, text: &str) -> Result<Config> {
 
 fn local() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// A fresh directory for one pair's keys and configs.
-fn scratch() -> Result<PathBuf> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("llmpack-bench-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-    Ok(d)
 }
 
 async fn link_up(r: &Running) -> bool {

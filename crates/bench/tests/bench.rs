@@ -1,12 +1,13 @@
-//! One tiny benchmark over a real emulated link: every response arrives
-//! complete and byte-exact, and plain TCP's goodput stays under the link rate.
+//! Tiny benchmarks over a real emulated link: every response arrives
+//! complete and byte-exact, and plain TCP's goodput stays under the link rate;
+//! with this process's own clients and with real nginx and curl.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use llmpack_bench::{LinkChoice, Mode, ModelOpts, RunSpec, Scenario, Workload, run_one};
+use llmpack_bench::{App, LinkChoice, Mode, ModelOpts, RunSpec, Scenario, Workload, run_one};
 use sha2::{Digest, Sha256};
 
 /// Text that is always there: this crate's own sources.
@@ -41,6 +42,7 @@ async fn tiny_scenario_is_byte_exact() -> Result<()> {
             seed: 1,
             model: ModelOpts::default(),
             link,
+            app: App::Builtin,
         };
         let r = run_one(&spec).await?;
         let name = &r.path;
@@ -67,6 +69,62 @@ async fn tiny_scenario_is_byte_exact() -> Result<()> {
                 "{name}: no {} frames counted: {:?}",
                 mode.name(),
                 r.frames
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Real nginx and curl at the ends (scripts/test.sh installs them): HTTP/1.1
+/// responses byte-exact, direct and through the tunnel, headers counted as
+/// application bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_and_curl_are_byte_exact() -> Result<()> {
+    if llmpack_bench::http::Tools::find().is_err()
+        && std::env::var("LLMPACK_SKIP_NGINX").is_ok_and(|v| v == "1")
+    {
+        eprintln!("SKIPPED: nginx or curl missing and LLMPACK_SKIP_NGINX=1");
+        return Ok(());
+    }
+    let scenario = Scenario::new("tiny", Some(4_000_000), Duration::from_millis(10), 0.0);
+    let workload = Arc::new(text()?);
+    let size = 40 * 1024;
+    for mode in [Mode::Direct, Mode::Zstd] {
+        let spec = RunSpec {
+            scenario: scenario.clone(),
+            mode,
+            workload: workload.clone(),
+            duration: Duration::from_secs(1),
+            grace: Duration::from_secs(30),
+            clients: 2,
+            response_size: size,
+            seed: 1,
+            model: ModelOpts::default(),
+            link: LinkChoice::Stream,
+            app: App::NginxCurl,
+        };
+        let r = run_one(&spec).await?;
+        let name = &r.path;
+        ensure!(
+            r.requests > 0 && r.complete == r.requests && r.corrupt == 0 && r.errors == 0,
+            "{name}: {} of {} complete, {} corrupt, {} failed",
+            r.complete,
+            r.requests,
+            r.corrupt,
+            r.errors
+        );
+        // Each response carries HTTP headers on top of its body.
+        let bodies = r.complete * size as u64;
+        ensure!(
+            r.app_bytes > bodies + r.complete * 100,
+            "{name}: {} application bytes for {bodies} body bytes: headers not counted",
+            r.app_bytes
+        );
+        if mode == Mode::Zstd {
+            ensure!(
+                r.ratio > 1.5,
+                "{name}: text not compressed: ratio {}",
+                r.ratio
             );
         }
     }
