@@ -92,6 +92,10 @@ pub struct StreamEncoder {
     job: Option<LmJob>,
     ready: Option<EncodedFrame>,
     stats: Stats,
+    /// Whether frames may try zstd (see [`Self::set_zstd`]).
+    zstd_on: bool,
+    /// Bytes given to zstd so far, and the time it took on them.
+    zstd_work: (u64, std::time::Duration),
 }
 
 impl std::fmt::Debug for dyn Vocabulary {
@@ -119,6 +123,8 @@ impl StreamEncoder {
             job: None,
             ready: None,
             stats: Stats::default(),
+            zstd_on: true,
+            zstd_work: (0, std::time::Duration::ZERO),
         }
     }
 
@@ -131,6 +137,20 @@ impl StreamEncoder {
     /// does not need to know it).
     pub fn set_zstd_level(&mut self, level: i32) {
         self.cfg.zstd_level = level;
+    }
+
+    /// Whether the frames pushed from now on may try zstd (default: yes).
+    /// Without it they go `raw` unless the model codes them: what a caller
+    /// does when the link carries bytes faster than zstd makes them (the
+    /// decoder does not need to know; the zstd history is kept either way).
+    pub fn set_zstd(&mut self, on: bool) {
+        self.zstd_on = on;
+    }
+
+    /// Bytes zstd has compressed so far and the wall time it took on them,
+    /// for callers that weigh zstd's speed against the link's.
+    pub fn zstd_work(&self) -> (u64, std::time::Duration) {
+        self.zstd_work
     }
 
     /// Counts so far.
@@ -160,8 +180,14 @@ impl StreamEncoder {
         let skip_zstd = looks_random(&data);
         let zstd = match self.cfg.policy {
             Policy::Raw => None,
-            _ if skip_zstd => None,
-            _ => self.history.compress(self.cfg.zstd_level, &data),
+            _ if skip_zstd || !self.zstd_on => None,
+            _ => {
+                let t0 = std::time::Instant::now();
+                let z = self.history.compress(self.cfg.zstd_level, &data);
+                self.zstd_work.0 += data.len() as u64;
+                self.zstd_work.1 += t0.elapsed();
+                z
+            }
         };
         let fallback = match zstd {
             Some(z) => (Codec::Zstd, Some(z)),

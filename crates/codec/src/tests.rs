@@ -294,3 +294,37 @@ fn escaped_bytes_round_trip() {
     drive(&mut rx, &mut [&mut d], &mut |_| {}).unwrap();
     assert_eq!(d.take_output().unwrap().unwrap(), data);
 }
+
+/// Frames sent with zstd switched off go raw, stay in the zstd history on
+/// both ends (the next zstd frame refers back into them), and decode
+/// exactly; zstd's work is counted only while it runs.
+#[test]
+fn zstd_switched_off_goes_raw_and_keeps_the_history() {
+    let cfg = StreamConfig {
+        policy: Policy::Zstd,
+        lm: None,
+        ..StreamConfig::default()
+    };
+    let v = vocab();
+    let mut enc = StreamEncoder::new(0, cfg.clone(), v.clone(), b"");
+    let mut dec = StreamDecoder::new(1, &cfg, v, b"");
+    let frames = [text(6000, 1), text(6000, 2), text(6000, 2)];
+    let mut work = Vec::new();
+    for (i, data) in frames.iter().enumerate() {
+        enc.set_zstd(i != 1);
+        enc.push(data.clone());
+        work.push(enc.zstd_work().0);
+        let f = enc.take_frame().expect("model-free frames finish at once");
+        let want = if i == 1 { Codec::Raw } else { Codec::Zstd };
+        assert_eq!(f.header.codec, want, "frame {i}");
+        if i == 2 {
+            // The same bytes as the raw frame 1: zstd finds them in its
+            // history and codes them as one long match.
+            assert!(f.payload.len() < 200, "{} bytes", f.payload.len());
+        }
+        dec.push(f.header, f.payload);
+        let out = dec.take_output().expect("output").expect("decodes");
+        assert_eq!(&out, data, "frame {i}");
+    }
+    assert_eq!(work, vec![6000, 6000, 12000]);
+}

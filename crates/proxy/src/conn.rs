@@ -74,6 +74,60 @@ pub struct Coding {
     pub link_rate: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// How fast zstd compresses frames on this machine, per level: moving
+/// averages over every frame this process compressed, input bytes/s.
+#[derive(Debug)]
+pub struct ZstdSpeed([std::sync::atomic::AtomicU64; 23]);
+
+/// This process's zstd speeds.
+pub static ZSTD_SPEED: ZstdSpeed = ZstdSpeed([const { std::sync::atomic::AtomicU64::new(0) }; 23]);
+
+impl ZstdSpeed {
+    fn slot(&self, level: i32) -> &std::sync::atomic::AtomicU64 {
+        let i = usize::try_from(level.clamp(0, 22)).unwrap_or(0);
+        &self.0[i]
+    }
+
+    /// Input bytes/s at `level`; 0 before the first measurement.
+    pub fn get(&self, level: i32) -> u64 {
+        self.slot(level).load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Adds one measurement at `level`: `bytes` compressed in `took`
+    /// (frames of under 4 KiB are too short to time and are ignored).
+    pub fn record(&self, level: i32, bytes: u64, took: Duration) {
+        if bytes < 4096 {
+            return;
+        }
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let now = u64::try_from(u128::from(bytes) * 1_000_000_000 / u128::from(nanos))
+            .unwrap_or(u64::MAX / 2)
+            .min(u64::MAX / 2);
+        let slot = self.slot(level);
+        let old = slot.load(std::sync::atomic::Ordering::Relaxed);
+        // A quarter of the new value: smooth, but a machine that gets busy
+        // shows within a few frames. (Racing updates lose one sample.)
+        let avg = if old == 0 {
+            now
+        } else {
+            old - old / 4 + now / 4
+        };
+        slot.store(avg, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Frames in a row a connection may skip zstd before it tries zstd on one
+/// again, to keep the speed measurement current.
+const ZSTD_PROBE_EVERY: u32 = 32;
+
+/// Whether the next frame should skip zstd under `auto`: the link (`rate`,
+/// bytes/s) delivers bytes faster than zstd (`speed`, input bytes/s)
+/// compresses them, so the link would wait for zstd, and the frame gets
+/// there sooner uncompressed (unknown rate or speed: try zstd).
+pub fn link_outruns_zstd(rate: u64, speed: u64) -> bool {
+    rate > 0 && speed > 0 && rate > speed
+}
+
 /// A direction of a connection, as seen from this end.
 #[derive(Debug, Clone, Copy)]
 pub enum Dir {
@@ -642,6 +696,8 @@ async fn encode_pump<R: AsyncRead + Unpin>(
     let mut fin_sent = false;
     let mut in_flight: Option<(Coded, Vec<u8>)> = None;
     let mut deferred_resend: Option<u64> = None;
+    // Frames in a row sent without trying zstd (see `link_outruns_zstd`).
+    let mut zstd_skipped = 0u32;
     let result = loop {
         if in_flight.is_none() {
             if let Some(seq) = deferred_resend.take() {
@@ -673,11 +729,18 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                     .as_ref()
                     .is_some_and(|s| model_in_time(s.estimate(n), n, coding));
                 let mut enc = o.enc.take().expect("encoder present between frames");
-                if coding.zstd_level.is_none() {
-                    let rate = coding.link_rate.load(std::sync::atomic::Ordering::Relaxed);
-                    enc.set_zstd_level(zstd_level_for(rate));
-                }
+                let rate = coding.link_rate.load(std::sync::atomic::Ordering::Relaxed);
+                let level = coding.zstd_level.unwrap_or_else(|| zstd_level_for(rate));
+                enc.set_zstd_level(level);
+                let skip = coding.policy == Policy::Auto
+                    && zstd_skipped < ZSTD_PROBE_EVERY
+                    && link_outruns_zstd(rate, ZSTD_SPEED.get(level));
+                zstd_skipped = if skip { zstd_skipped + 1 } else { 0 };
+                enc.set_zstd(!skip);
+                let before = enc.zstd_work();
                 enc.push_with(data.clone(), allow);
+                let after = enc.zstd_work();
+                ZSTD_SPEED.record(level, after.0 - before.0, after.1.saturating_sub(before.1));
                 match enc.take_frame() {
                     Some(f) => {
                         o.enc = Some(enc);
@@ -882,4 +945,33 @@ fn _assert_send() {
              r: &'static mut quinn::RecvStream| {
         is_send(carry(t, s, r, c, false, BytesMut::new(), None).boxed());
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_is_skipped_only_when_the_link_is_faster() {
+        assert!(!link_outruns_zstd(0, 50 << 20), "unknown link rate");
+        assert!(!link_outruns_zstd(100 << 20, 0), "zstd not measured yet");
+        assert!(!link_outruns_zstd(1 << 20, 50 << 20), "slow link: compress");
+        assert!(link_outruns_zstd(100 << 20, 50 << 20), "fast link: raw");
+    }
+
+    #[test]
+    fn zstd_speed_averages_per_level() {
+        let s = ZstdSpeed([const { std::sync::atomic::AtomicU64::new(0) }; 23]);
+        s.record(5, 100, Duration::from_millis(1));
+        assert_eq!(s.get(5), 0, "short frames are not timed");
+        s.record(5, 1 << 20, Duration::from_millis(100));
+        let first = s.get(5);
+        assert!((10_000_000..11_000_000).contains(&first), "{first}");
+        // A 4x slower frame moves the average a quarter of the way.
+        s.record(5, 1 << 20, Duration::from_millis(400));
+        let second = s.get(5);
+        assert!(second < first && second > first / 2, "{first} -> {second}");
+        assert_eq!(s.get(19), 0, "levels are kept apart");
+        assert_eq!(s.get(99), s.get(22), "levels beyond 22 share its slot");
+    }
 }
