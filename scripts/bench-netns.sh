@@ -192,6 +192,7 @@ client() {  # client BASE_URL DEADLINE OUT BODY START
   done
 }
 
+BAD=0
 printf '%-7s %9s %6s %12s %14s %12s %7s %9s\n' mode fetches bad "body bytes" goodput "link bytes" ratio "p50 ms"
 for m in $MODES; do
   if [ "$m" = direct ]; then base="http://10.77.0.2:8080"; else p="PORT_$m"; base="http://127.0.0.1:${!p}"; fi
@@ -206,6 +207,9 @@ for m in $MODES; do
   l1="$(link_bytes)"
   p50="$(cat "$WORK"/res.* | awk '$1 == "ok" { print $3 * 1000 }' | sort -n \
         | awk '{ v[NR] = $1 } END { print NR ? v[int((NR + 1) / 2)] : 0 }')"
+  bad="$(cat "$WORK"/res.* | awk '$1 != "ok" { n++ } END { print n + 0 }')"
+  good="$(cat "$WORK"/res.* | awk '$1 == "ok" { n++ } END { print n + 0 }')"
+  [ "$bad" = 0 ] && [ "$good" -gt 0 ] || BAD=1
   cat "$WORK"/res.* | awk -v m="$m" -v secs="$(( (t1 - t0) / 1000000 ))" -v link="$((l1 - l0))" -v p50="$p50" '
     { n++ } $1 != "ok" { bad++; next }
     { body += $2; app += $2 + $4 + $5 }
@@ -218,3 +222,7 @@ done
 echo "link: veth + tbf rate $RATE, queue $QUEUE bytes, no added delay; $CLIENTS clients x ${DURATION}s per mode;"
 echo "files: ${NAMES[*]} (one curl and one TCP connection per fetch, each checked by SHA-256);"
 echo "ratio = application bytes (bodies + HTTP headers) / link bytes (veth frames, both ways)"
+if [ "$BAD" != 0 ]; then
+  echo "bench-netns.sh: some downloads failed or differed from the served files (or a mode fetched nothing)" >&2
+  exit 1
+fi

@@ -39,3 +39,13 @@ echo "== docs"
 RUSTDOCFLAGS=-Dwarnings cargo doc --release --workspace --no-deps --quiet
 echo "== tests"
 cargo test --release --workspace
+# The kernel-path benchmark where this machine allows it (root, network
+# namespaces, tc): a short run that fails on any download that differs.
+if [ "$(id -u)" -eq 0 ] && command -v tc >/dev/null && ip netns add llmpack-probe 2>/dev/null; then
+  ip netns del llmpack-probe
+  echo "== kernel-path benchmark (netns + tbf), short"
+  cargo build --release -p llmpack --quiet
+  RATE=4mbit DURATION=3 CLIENTS=2 MODES="direct raw zstd auto" scripts/bench-netns.sh
+else
+  echo "== kernel-path benchmark skipped (needs root, tc and network namespaces)"
+fi
