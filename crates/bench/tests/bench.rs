@@ -16,6 +16,29 @@ fn text() -> Result<Workload> {
     Workload::from_paths("text", &[src])
 }
 
+/// A one-second run of 2 clients in stream link mode.
+fn one_second(
+    scenario: &Scenario,
+    workload: &Arc<Workload>,
+    mode: Mode,
+    response_size: usize,
+    app: App,
+) -> RunSpec {
+    RunSpec {
+        scenario: scenario.clone(),
+        mode,
+        workload: workload.clone(),
+        duration: Duration::from_secs(1),
+        grace: Duration::from_secs(30),
+        clients: 2,
+        response_size,
+        seed: 1,
+        model: ModelOpts::default(),
+        link: LinkChoice::Stream,
+        app,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_scenario_is_byte_exact() -> Result<()> {
     let rate = 2_000_000;
@@ -31,20 +54,8 @@ async fn tiny_scenario_is_byte_exact() -> Result<()> {
         (Mode::Zstd, LinkChoice::Stream),
         (Mode::Zstd, LinkChoice::DatagramFec),
     ] {
-        let spec = RunSpec {
-            scenario: scenario.clone(),
-            mode,
-            workload: workload.clone(),
-            duration: Duration::from_secs(1),
-            grace: Duration::from_secs(30),
-            clients: 2,
-            response_size: 16 * 1024,
-            seed: 1,
-            model: ModelOpts::default(),
-            link,
-            app: App::Builtin,
-        };
-        let r = run_one(&spec).await?;
+        let spec = one_second(&scenario, &workload, mode, 16 * 1024, App::Builtin);
+        let r = run_one(&RunSpec { link, ..spec }).await?;
         let name = &r.path;
         ensure!(r.requests > 0, "{name}: no requests");
         ensure!(
@@ -90,20 +101,14 @@ async fn nginx_and_curl_are_byte_exact() -> Result<()> {
     let workload = Arc::new(text()?);
     let size = 40 * 1024;
     for mode in [Mode::Direct, Mode::Zstd] {
-        let spec = RunSpec {
-            scenario: scenario.clone(),
+        let r = run_one(&one_second(
+            &scenario,
+            &workload,
             mode,
-            workload: workload.clone(),
-            duration: Duration::from_secs(1),
-            grace: Duration::from_secs(30),
-            clients: 2,
-            response_size: size,
-            seed: 1,
-            model: ModelOpts::default(),
-            link: LinkChoice::Stream,
-            app: App::NginxCurl,
-        };
-        let r = run_one(&spec).await?;
+            size,
+            App::NginxCurl,
+        ))
+        .await?;
         let name = &r.path;
         ensure!(
             r.requests > 0 && r.complete == r.requests && r.corrupt == 0 && r.errors == 0,
