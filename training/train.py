@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Train the small llama-style causal LM on training/data/tokens.bin (GPU, bf16 autocast).
+"""Train the small llama-style causal LM on training/data/tokens.bin (GPU, bf16 autocast;
+or CPU, fp32, --threads N torch threads: see training/README.md "CPU training").
 
 Architecture (names of the saved tensors follow GGUF/llama.cpp so tools/npz2onnx.py can
 build the project's ONNX graph): RMSNorm, RoPE (HF rotate_half, base 10000), MHA,
@@ -22,10 +23,17 @@ ap.add_argument("--layers", type=int, default=6)
 ap.add_argument("--heads", type=int, default=4)
 ap.add_argument("--ffn", type=int, default=640)
 ap.add_argument("--ctx", type=int, default=512)
-ap.add_argument("--batch", type=int, default=128)
+ap.add_argument("--batch", type=int, default=None, help="sequences per step (default 128 on GPU, 16 on CPU)")
 ap.add_argument("--lr", type=float, default=2e-3)
-ap.add_argument("--eval-every", type=float, default=30.0, help="seconds")
+ap.add_argument("--eval-every", type=float, default=None, help="seconds (default 30 on GPU, 120 on CPU)")
+ap.add_argument("--eval-batches", type=int, default=None, help="validation batches of 32 sequences (default 8 on GPU, 2 on CPU)")
+ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads); default: torch's")
+ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--warmup", type=int, default=200, help="linear warmup steps")
 args = ap.parse_args()
+if args.threads:
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(args.threads)
 os.makedirs(args.out, exist_ok=True)
 logf = open(os.path.join(args.out, "train.log"), "a")
 
@@ -37,12 +45,19 @@ def log(*a):
 
 
 dev = "cuda" if torch.cuda.is_available() else "cpu"
-torch.manual_seed(0)
+gpu = dev == "cuda"
+if args.batch is None:
+    args.batch = 128 if gpu else 16
+if args.eval_every is None:
+    args.eval_every = 30.0 if gpu else 120.0
+if args.eval_batches is None:
+    args.eval_batches = 8 if gpu else 2
+torch.manual_seed(args.seed)
 train = np.fromfile(os.path.join(args.data, "tokens.bin"), dtype=np.uint16)
 val = np.fromfile(os.path.join(args.data, "val.bin"), dtype=np.uint16)
 train_t = torch.from_numpy(train.astype(np.int64)).to(dev)
 val_t = torch.from_numpy(val.astype(np.int64)).to(dev)
-log(f"device {dev} train tokens {len(train)} val tokens {len(val)} args {vars(args)}")
+log(f"device {dev} torch {torch.__version__} threads {torch.get_num_threads()} train tokens {len(train)} val tokens {len(val)} args {vars(args)}")
 
 HD = args.dim // args.heads
 
@@ -62,6 +77,18 @@ def rope(x):  # x [B,h,S,hd]
     a, b = x[..., :HD // 2], x[..., HD // 2:]
     rot = torch.cat([-b, a], -1)
     return (x * COS[:S] + rot * SIN[:S]).to(x.dtype)
+
+
+if hasattr(F, "scaled_dot_product_attention"):  # torch >= 2.0
+    def attention(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+else:  # older torch (e.g. the CPU-usable 1.12 wheel): the same causal softmax attention, spelled out
+    CAUSAL = torch.ones(args.ctx, args.ctx, dtype=torch.bool, device=dev).triu(1)
+
+    def attention(q, k, v):
+        S = q.shape[2]
+        a = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HD))
+        return a.masked_fill(CAUSAL[:S, :S], float("-inf")).softmax(-1) @ v
 
 
 class RMSNorm(nn.Module):
@@ -87,7 +114,7 @@ class Block(nn.Module):
         h = self.attn_norm(x)
         sh = lambda t: t.view(B, S, args.heads, HD).transpose(1, 2)
         q, k, v = rope(sh(self.q(h))), rope(sh(self.k(h))), sh(self.v(h))
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        o = attention(q, k, v)
         x = x + self.o(o.transpose(1, 2).reshape(B, S, D))
         h = self.ffn_norm(x)
         return x + self.down(F.silu(self.gate(h)) * self.up(h))
@@ -119,7 +146,7 @@ log(f"params {nparams}")
 decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
 nodecay = [p for n, p in model.named_parameters() if p.dim() < 2]
 opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0.0}],
-                        lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=(dev == "cuda"))
+                        lr=args.lr, betas=(0.9, 0.95), eps=1e-8, **({"fused": True} if gpu else {}))
 
 
 def batch(src, B, gen=None):
@@ -134,9 +161,9 @@ def evaluate():
     model.eval()
     g = torch.Generator(device=dev); g.manual_seed(123)
     tot = 0.0; n = 0
-    for _ in range(8):
+    for _ in range(args.eval_batches):
         x, y = batch(val_t, 32, g)
-        with torch.autocast(dev, dtype=torch.bfloat16, enabled=(dev == "cuda")):
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=gpu):
             lg = model(x)
         tot += F.cross_entropy(lg.float().view(-1, args.vocab), y.reshape(-1), reduction="sum").item()
         n += y.numel()
@@ -166,7 +193,7 @@ hp = dict(vocab=args.vocab, dim=args.dim, layers=args.layers, heads=args.heads, 
 json.dump(hp, open(os.path.join(args.out, "hparams.json"), "w"), indent=1)
 
 budget = args.minutes * 60
-t0 = time.time(); last_eval = t0; step = 0; best = 1e9; tokens = 0; warm = 200
+t0 = time.time(); last_eval = t0; step = 0; best = 1e9; tokens = 0; warm = args.warmup
 while True:
     el = time.time() - t0
     frac = el / budget
@@ -176,7 +203,7 @@ while True:
     for g_ in opt.param_groups:
         g_["lr"] = lr
     x, y = batch(train_t, args.batch)
-    with torch.autocast(dev, dtype=torch.bfloat16, enabled=(dev == "cuda")):
+    with torch.autocast(dev, dtype=torch.bfloat16, enabled=gpu):
         lg = model(x)
     loss = F.cross_entropy(lg.float().view(-1, args.vocab), y.reshape(-1))
     opt.zero_grad(set_to_none=True)

@@ -1,11 +1,28 @@
 #!/usr/bin/env python3
 """Write models/default/manifest.toml (same schema as models/smollm2-135m/manifest.toml)
 from training/run/hparams.json and the sha256 of model.onnx and tokenizer.json.
-Optional: --measured KEY=VALUE ... adds a [measured] table (numbers or strings)."""
+Optional: --measured KEY=VALUE ... adds a [measured] table (numbers or strings).
+Other model directories (e.g. CPU-trained points of the trade-off curve):
+  write_manifest.py --model-dir DIR --hparams RUN/hparams.json --name NAME [--measured ...]
+reads DIR/model.onnx + DIR/tokenizer.json and writes DIR/manifest.toml."""
 import hashlib, json, os, sys, tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MD = os.path.join(ROOT, "models", "default")
+HP = os.path.join(ROOT, "training", "run", "hparams.json")
+NAME = "default"
+argv = sys.argv[1:]
+for flag in ("--model-dir", "--hparams", "--name"):
+    if flag in argv:
+        i = argv.index(flag)
+        val = argv[i + 1]
+        del argv[i:i + 2]
+        if flag == "--model-dir":
+            MD = os.path.abspath(val)
+        elif flag == "--hparams":
+            HP = os.path.abspath(val)
+        else:
+            NAME = val
 
 
 def sha(p):
@@ -16,15 +33,16 @@ def q(s):
     return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-hp = json.load(open(os.path.join(ROOT, "training", "run", "hparams.json")))
+hp = json.load(open(HP))
 tok = json.load(open(os.path.join(MD, "tokenizer.json")))
 bos = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<|endoftext|>")
-DESC = (f"LLMPack default: {hp['params'] / 1e6:.1f}M-parameter llama-style byte-level-BPE LM ({hp['layers']} layers, "
-        f"d={hp['dim']}, {hp['heads']} heads, SwiGLU {hp['ffn']}, tied head), trained from scratch by training/run.sh; fp32 ONNX")
+DESC = (f"LLMPack {NAME}: {hp['params'] / 1e6:.1f}M-parameter llama-style byte-level-BPE LM ({hp['layers']} layers, "
+        f"d={hp['dim']}, {hp['heads']} heads, SwiGLU {hp['ffn']}, tied head), trained from scratch by "
+        f"{'training/run.sh' if NAME == 'default' else 'training/train.py'}; fp32 ONNX")
 lines = [
     "# LLMPack model manifest",
     "[model]",
-    'name = "default"',
+    f"name = {q(NAME)}",
     f"description = {q(DESC)}",
     'license = "MIT"',
     f"training_data = {q('~53 MB of text from Debian bookworm packages (docs, man pages, Python/JS sources; list in training/packages.txt) + ~4 MB synthetic HTTP/log/JSON traffic; no compression benchmarks, no evaluation-sample packages')}",
@@ -54,7 +72,7 @@ lines = [
     f'"tokenizer.json" = {q(sha(os.path.join(MD, "tokenizer.json")))}',
     "",
 ]
-meas = [a.split("=", 1) for a in sys.argv[1:] if a != "--measured"]
+meas = [a.split("=", 1) for a in argv if a != "--measured"]
 if meas:
     lines.append("[measured]")
     for k, v in meas:
