@@ -88,6 +88,12 @@ impl StreamDecoder {
         self.lane.as_ref().map(LmLane::id)
     }
 
+    /// The lane, if it ever asked the model for anything: the only lanes a
+    /// predictor holds state for, and so the only ones worth releasing.
+    pub fn used_lane(&self) -> Option<LaneId> {
+        self.lane.as_ref().filter(|l| l.requests > 0).map(LmLane::id)
+    }
+
     /// Starts decoding one frame whose header was already validated by
     /// [`FrameHeader::decode`]. Panics if the previous output was not taken.
     pub fn push(&mut self, header: FrameHeader, payload: Vec<u8>) {

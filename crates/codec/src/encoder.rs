@@ -298,6 +298,12 @@ impl StreamEncoder {
         self.lane.as_ref().map(LmLane::id)
     }
 
+    /// The lane, if it ever asked the model for anything: the only lanes a
+    /// predictor holds state for, and so the only ones worth releasing.
+    pub fn used_lane(&self) -> Option<LaneId> {
+        self.lane.as_ref().filter(|l| l.requests > 0).map(LmLane::id)
+    }
+
     /// The frame of the best model-free coding; a `raw` frame's payload is
     /// `data` itself, moved, not copied.
     fn fallback_frame(

@@ -666,7 +666,7 @@ impl Outbound<'_> {
             .await?;
         }
         if let Some(old) = self.enc.take() {
-            self.coding.release(old.lane());
+            self.coding.release(old.used_lane());
         }
         self.enc = Some(self.coding.encoder(&self.coding.rebuilt_primer(&self.tail)));
         Ok(())
@@ -808,7 +808,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
         }
     };
     if let Some(enc) = o.enc.take() {
-        coding.release(enc.lane());
+        coding.release(enc.used_lane());
     }
     result
 }
@@ -889,7 +889,7 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
                 }
                 discarding = None;
                 expect = seq;
-                coding.release(dec.lane());
+                coding.release(dec.used_lane());
                 resend_left = n;
                 dec = if n == 0 {
                     coding.decoder(&coding.rebuilt_primer(&tail))
@@ -913,7 +913,7 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
             m => break Err(ConnError::Protocol(format!("unexpected {m:?}"))),
         }
     };
-    coding.release(dec.lane());
+    coding.release(dec.used_lane());
     result
 }
 
