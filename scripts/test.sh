@@ -40,12 +40,22 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --release --workspace --no-deps --quiet
 echo "== tests"
 cargo test --release --workspace
 # The kernel-path benchmark where this machine allows it (root, network
-# namespaces, tc): a short run that fails on any download that differs.
-if [ "$(id -u)" -eq 0 ] && command -v tc >/dev/null && ip netns add llmpack-probe 2>/dev/null; then
-  ip netns del llmpack-probe
+# namespaces, veth, tc tbf): a short run that fails on any download that differs.
+netns_ok() {
+  [ "$(id -u)" -eq 0 ] && command -v tc >/dev/null || return 1
+  ip netns add llmpack-probe 2>/dev/null || return 1
+  local ok=0
+  if ip -n llmpack-probe link add p0 type veth peer name p1 2>/dev/null &&
+     tc -n llmpack-probe qdisc add dev p0 root tbf rate 1mbit burst 3028 limit 65536 2>/dev/null; then
+    ok=1
+  fi
+  ip netns del llmpack-probe 2>/dev/null || true
+  [ "$ok" = 1 ]
+}
+if netns_ok; then
   echo "== kernel-path benchmark (netns + tbf), short"
   cargo build --release -p llmpack --quiet
   RATE=4mbit DURATION=3 CLIENTS=2 MODES="direct raw zstd auto" scripts/bench-netns.sh
 else
-  echo "== kernel-path benchmark skipped (needs root, tc and network namespaces)"
+  echo "== kernel-path benchmark skipped (needs root, network namespaces, veth and tc tbf)"
 fi
