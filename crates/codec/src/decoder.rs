@@ -91,7 +91,10 @@ impl StreamDecoder {
     /// The lane, if it ever asked the model for anything: the only lanes a
     /// predictor holds state for, and so the only ones worth releasing.
     pub fn used_lane(&self) -> Option<LaneId> {
-        self.lane.as_ref().filter(|l| l.requests > 0).map(LmLane::id)
+        self.lane
+            .as_ref()
+            .filter(|l| l.requests > 0)
+            .map(LmLane::id)
     }
 
     /// Starts decoding one frame whose header was already validated by

@@ -301,7 +301,10 @@ impl StreamEncoder {
     /// The lane, if it ever asked the model for anything: the only lanes a
     /// predictor holds state for, and so the only ones worth releasing.
     pub fn used_lane(&self) -> Option<LaneId> {
-        self.lane.as_ref().filter(|l| l.requests > 0).map(LmLane::id)
+        self.lane
+            .as_ref()
+            .filter(|l| l.requests > 0)
+            .map(LmLane::id)
     }
 
     /// The frame of the best model-free coding; a `raw` frame's payload is
