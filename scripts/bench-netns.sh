@@ -20,7 +20,7 @@
 # default as the user-space emulator: 100 ms of the rate, at least 64 KiB), DURATION (s per mode, 20), CLIENTS (4), MODES
 # ("direct raw zstd auto"; lm works too but the model is slow on a CPU),
 # FILES (files to serve, default the evaluation samples + 64 KiB random),
-# LLMPACK (binary, default target/release/llmpack).
+# LLMPACK (binary, default $CARGO_TARGET_DIR or target, /release/llmpack).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,7 +28,7 @@ RATE="${RATE:-1mbit}"
 DURATION="${DURATION:-20}"
 CLIENTS="${CLIENTS:-4}"
 MODES="${MODES:-direct raw zstd auto}"
-LLMPACK="${LLMPACK:-$REPO/target/release/llmpack}"
+LLMPACK="${LLMPACK:-${CARGO_TARGET_DIR:-$REPO/target}/release/llmpack}"
 A=llmpack-a
 B=llmpack-b
 
