@@ -41,40 +41,12 @@ command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || {
   echo "fetch-samples.sh: needs apt-get and dpkg-deb (Debian/Ubuntu)" >&2; exit 1; }
 
 mkdir -p "$DEBS" "$OUT"
-UPDATED=0
-fetch_deb() {  # fetch_deb PKG VERSION -> prints the .deb path
-  local pkg="$1" ver="$2" deb
-  deb="$(ls "$DEBS/${pkg}_"*.deb 2>/dev/null | head -1 || true)"
-  if [ -z "$deb" ]; then
-    # apt-get download writes into the current directory.  (-o APT::Sandbox::User=root
-    # avoids the warning about the _apt user not being able to write there.)
-    local try=("$pkg=$ver" "$pkg")
-    local ok=0
-    for spec in "${try[@]}"; do
-      if (cd "$DEBS" && apt-get download -q -o APT::Sandbox::User=root "$spec" >/dev/null 2>&1); then ok=1; break; fi
-      if [ "$UPDATED" = 0 ]; then
-        echo "    apt-get update (download of $spec failed)" >&2
-        apt-get update -qq >/dev/null 2>&1 || true
-        UPDATED=1
-        if (cd "$DEBS" && apt-get download -q -o APT::Sandbox::User=root "$spec" >/dev/null 2>&1); then ok=1; break; fi
-      fi
-      echo "    warning: $spec not downloadable, trying the current candidate" >&2
-    done
-    [ "$ok" = 1 ] || { echo "fetch-samples.sh: cannot download $pkg" >&2; exit 1; }
-    deb="$(ls "$DEBS/${pkg}_"*.deb | head -1)"
-  fi
-  if [ ! -d "$DEBS/$pkg" ]; then
-    rm -rf "$DEBS/$pkg.tmp"
-    dpkg-deb -x "$deb" "$DEBS/$pkg.tmp"
-    mv "$DEBS/$pkg.tmp" "$DEBS/$pkg"
-  fi
-  echo "$deb"
-}
+. "$REPO/scripts/fetch-deb.sh"
 
 LINES=()
 for spec in "${SPECS[@]}"; do
   IFS='|' read -r name pkg ver path marker <<<"$spec"
-  deb="$(fetch_deb "$pkg" "$ver")"
+  deb="$(fetch_deb "$DEBS" "$pkg" "$ver")"
   version="$(dpkg-deb -f "$deb" Version)"
   LINES+=("$name|$pkg|$version|$path|$marker")
   echo "    $name <- $pkg $version $path"

@@ -29,30 +29,11 @@ PKGS="base-files=12.4+deb12u14 libc6-dev=2.36-9+deb12u14 libpython3.11-stdlib=3.
 rust-doc=1.63.0+dfsg1-2 python3-nbformat=5.5.0-1 fail2ban=1.0.2-2 coreutils=9.1-1"
 
 mkdir -p "$OUT" "$DEBS"
-UPDATED=0
+. "$REPO/scripts/fetch-deb.sh"
 VERSIONS=""
 for spec in $PKGS; do
   pkg=${spec%%=*}
-  if ! ls "$DEBS/${pkg}"_*.deb >/dev/null 2>&1; then
-    ok=0
-    for try in "$spec" "$pkg"; do
-      if (cd "$DEBS" && apt-get download -q -o APT::Sandbox::User=root "$try" >/dev/null 2>&1); then ok=1; break; fi
-      if [ "$UPDATED" = 0 ]; then
-        echo "    apt-get update (download of $try failed)" >&2
-        apt-get update -qq >/dev/null 2>&1 || true
-        UPDATED=1
-        if (cd "$DEBS" && apt-get download -q -o APT::Sandbox::User=root "$try" >/dev/null 2>&1); then ok=1; break; fi
-      fi
-      echo "    warning: $try not downloadable, trying the current candidate" >&2
-    done
-    [ "$ok" = 1 ] || { echo "fetch_heldout.sh: cannot download $pkg" >&2; exit 1; }
-  fi
-  deb=$(ls "$DEBS/${pkg}"_*.deb | head -1)
-  if [ ! -d "$DEBS/$pkg" ]; then
-    rm -rf "$DEBS/$pkg.tmp"
-    dpkg-deb -x "$deb" "$DEBS/$pkg.tmp"
-    mv "$DEBS/$pkg.tmp" "$DEBS/$pkg"
-  fi
+  deb=$(fetch_deb "$DEBS" "$pkg" "${spec#*=}")
   VERSIONS="$VERSIONS $pkg=$(dpkg-deb -f "$deb" Version)"
 done
 
