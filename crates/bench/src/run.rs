@@ -299,7 +299,7 @@ impl Path {
 /// Runs one scenario × mode × workload and measures it.
 pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
     let server = Server::start(spec).await?;
-    let client_app = server.client_app()?;
+    let client_app = server.client_app();
     let link = spec.scenario.link(spec.seed);
     let (path, addr) = match spec.mode {
         Mode::Direct => {
@@ -418,7 +418,7 @@ enum ClientApp {
     Builtin,
     /// curl fetching `/r/<n mod files>`.
     Curl {
-        curl: Arc<std::path::PathBuf>,
+        curl: std::path::PathBuf,
         files: u64,
     },
 }
@@ -453,14 +453,14 @@ impl Server {
         }
     }
 
-    fn client_app(&self) -> Result<ClientApp> {
-        Ok(match self {
+    fn client_app(&self) -> ClientApp {
+        match self {
             Server::Builtin(..) => ClientApp::Builtin,
             Server::Nginx { curl, files, .. } => ClientApp::Curl {
-                curl: Arc::new(curl.clone()),
+                curl: curl.clone(),
                 files: *files,
             },
-        })
+        }
     }
 
     fn stop(self) {
@@ -575,7 +575,6 @@ async fn client(
                 break;
             }
             Ok(Err(e)) => {
-                let e: anyhow::Error = e;
                 tracing::debug!(error = %e, n, "request failed");
                 add(&tally.errors, 1);
                 // Don't spin on a dead path.

@@ -80,9 +80,14 @@ pub struct Coding {
 pub struct ZstdSpeed([std::sync::atomic::AtomicU64; 23]);
 
 /// This process's zstd speeds.
-pub static ZSTD_SPEED: ZstdSpeed = ZstdSpeed([const { std::sync::atomic::AtomicU64::new(0) }; 23]);
+pub static ZSTD_SPEED: ZstdSpeed = ZstdSpeed::new();
 
 impl ZstdSpeed {
+    /// No measurements yet.
+    const fn new() -> Self {
+        ZstdSpeed([const { std::sync::atomic::AtomicU64::new(0) }; 23])
+    }
+
     fn slot(&self, level: i32) -> &std::sync::atomic::AtomicU64 {
         let i = usize::try_from(level.clamp(0, 22)).unwrap_or(0);
         &self.0[i]
@@ -961,7 +966,7 @@ mod tests {
 
     #[test]
     fn zstd_speed_averages_per_level() {
-        let s = ZstdSpeed([const { std::sync::atomic::AtomicU64::new(0) }; 23]);
+        let s = ZstdSpeed::new();
         s.record(5, 100, Duration::from_millis(1));
         assert_eq!(s.get(5), 0, "short frames are not timed");
         s.record(5, 1 << 20, Duration::from_millis(100));
