@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Build the training corpus from Debian packages (apt-get download + dpkg-deb -x, never
-installed) plus synthetic traffic-like text (HTTP exchanges, logs, JSON).
+installed), the Rust crates of this workspace's Cargo.lock (crates.io sources in CARGO_HOME),
+real HTTP/1.1 exchanges and logs made by running nginx on this machine (traffic.py), and
+synthetic traffic-like text (HTTP exchanges, logs, JSON).
 
 Writes training/data/corpus.txt (documents joined by <|endoftext|>) and
-training/data/packages.txt (package name + version of every .deb used).
-Excluded on purpose: public compression benchmarks, and the packages the evaluation
-samples in .cache/samples/ come from (debian-faq, libpython3.11-stdlib, debian-reference-en,
-iso-codes).
+training/packages.txt (package name + version of every .deb and crate used).
+Excluded on purpose: public compression benchmarks, the packages the evaluation samples in
+.cache/samples/ come from (debian-faq, libpython3.11-stdlib, debian-reference-en, iso-codes)
+and the packages of the held-out set (training/heldout/SOURCES.txt).
 """
 import gzip, io, os, random, subprocess, sys, tempfile, json
+import re
+import traffic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data")
@@ -20,11 +24,25 @@ PACKAGES = [
     "python3-pygments", "python3-docutils", "python3-jinja2", "python3-setuptools",
     "python3-pip", "libpython3.11-testsuite", "libjs-jquery",
     "libjs-bootstrap4", "python3-jsonschema", "python3-requests", "python3-urllib3",
+    # C / C++ headers
+    "linux-libc-dev", "libssl-dev", "libglib2.0-dev", "libsqlite3-dev", "zlib1g-dev",
+    "libcurl4-openssl-dev", "libx11-dev", "libgtk-3-dev", "libpng-dev", "libxml2-dev",
+    "libsystemd-dev", "libpq-dev", "libboost1.74-dev", "libevent-dev", "libuv1-dev",
+    # HTML documentation
+    "sqlite3-doc", "postgresql-doc-15", "libgtk-3-doc", "libglib2.0-doc", "nodejs-doc", "nginx-doc",
+    # more code (Perl, Python, JS / TypeScript, package.json)
+    "perl-modules-5.36", "python3-django", "python3-numpy", "python3-babel", "node-typescript",
+    "node-lodash", "node-axios", "node-express", "libjs-jquery-ui", "libjs-d3",
 ]
-EXCLUDED = {"debian-faq", "libpython3.11-stdlib", "debian-reference-en", "iso-codes"}
+# evaluation samples (.cache/samples) and held-out set (training/heldout/SOURCES.txt)
+EXCLUDED = {"debian-faq", "libpython3.11-stdlib", "debian-reference-en", "iso-codes",
+            "base-files", "libc6-dev", "rust-doc", "python3-nbformat", "fail2ban", "coreutils"}
 PER_PACKAGE = 3_500_000      # bytes of text kept per package
 MAX_FILE = 400_000
 SYNTH = 4_000_000
+CRATES = 12_000_000          # bytes of crate sources (Cargo.lock's crates.io packages)
+PER_CRATE = 250_000
+TRAFFIC = 8_000_000          # bytes of real nginx exchanges + logs
 EOT = "<|endoftext|>"
 
 
@@ -56,6 +74,7 @@ def package_docs(deb, rng):
                 continue
             try:
                 b = open(p, "rb").read(MAX_FILE * 4)
+                rel = os.path.relpath(p, d)
                 if p.endswith(".gz"):
                     b = gzip.decompress(b)
             except Exception:
@@ -63,7 +82,7 @@ def package_docs(deb, rng):
             b = b[:MAX_FILE]
             if len(b) < 200 or not is_text(b):
                 continue
-            out.append(b.decode("utf-8"))
+            out.append((rel[:-3] if p.endswith(".gz") else rel, b.decode("utf-8")))
             total += len(b)
             if total >= PER_PACKAGE:
                 break
@@ -117,14 +136,48 @@ def synth_traffic(rng, budget):
     return docs
 
 
+def crate_sources(rng):
+    """Text files of the crates.io packages in Cargo.lock, read from CARGO_HOME's source cache
+    (present after any `cargo build` of the workspace)."""
+    root = os.path.dirname(HERE)
+    lock = open(os.path.join(root, "Cargo.lock")).read()
+    crates = re.findall(r'name = "([^"]+)"\nversion = "([^"]+)"\nsource = "registry', lock)
+    home = os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo"))
+    srcs = [os.path.join(home, "registry", "src", d) for d in sorted(os.listdir(os.path.join(home, "registry", "src")))]
+    rng.shuffle(crates)
+    docs, used, total = [], [], 0
+    for name, ver in crates:
+        d = next((os.path.join(s_, f"{name}-{ver}") for s_ in srcs if os.path.isdir(os.path.join(s_, f"{name}-{ver}"))), None)
+        if d is None:
+            continue
+        files = sorted(os.path.join(r, n) for r, _, ns in os.walk(d) for n in ns
+                       if n.endswith((".rs", ".toml", ".md", ".c", ".h", ".json", ".py", ".txt")))
+        got = 0
+        for p in files:
+            b = open(p, "rb").read(MAX_FILE)
+            if len(b) < 200 or not is_text(b) or os.path.basename(p) == "Cargo.toml.orig":
+                continue
+            docs.append(b.decode("utf-8")); got += len(b)
+            if got >= PER_CRATE:
+                break
+        used.append(f"crate {name}\t{ver}\t-\t{got} bytes")
+        total += got
+        if total >= CRATES:
+            break
+    return docs, sorted(used)
+
+
 def main():
     os.makedirs(DATA, exist_ok=True)
     rng = random.Random(1234)
     debdir = os.path.join(DATA, "debs")
     os.makedirs(debdir, exist_ok=True)
     assert not EXCLUDED & set(PACKAGES)
-    subprocess.run(["apt-get", "download"] + PACKAGES, cwd=debdir, check=False)
-    docs, manifest = [], []
+    have = {f.split("_")[0] for f in os.listdir(debdir) if f.endswith(".deb")}
+    for pkg in PACKAGES:  # one at a time: a package the mirror lacks is skipped, not fatal
+        if pkg not in have and subprocess.run(["apt-get", "download", pkg], cwd=debdir).returncode != 0:
+            print(f"skipped {pkg}: apt-get download failed", flush=True)
+    docs, manifest, served = [], [], []
     for f in sorted(os.listdir(debdir)):
         if not f.endswith(".deb"):
             continue
@@ -134,10 +187,20 @@ def main():
         if name in EXCLUDED:
             continue
         d = package_docs(p, rng)
-        n = sum(len(x) for x in d)
+        n = sum(len(x) for _, x in d)
         manifest.append(f"{name}\t{ver}\t{len(d)} files\t{n} bytes")
         print(manifest[-1], flush=True)
-        docs += d
+        docs += [x for _, x in d]
+        served += [(f"{name}/{rel}", x) for rel, x in d if len(x) <= traffic.MAX_SERVED]
+    c, used = crate_sources(rng)
+    manifest += used
+    manifest.append(f"(crates.io sources above, from Cargo.lock)\t-\t{len(c)} files\t{sum(map(len, c))} bytes")
+    print(manifest[-1], flush=True)
+    docs += c
+    t = traffic.nginx_traffic(served, random.Random(99), TRAFFIC)
+    manifest.append(f"(nginx {traffic.nginx_version()}: HTTP/1.1 exchanges + access/error logs, traffic.py)\t-\t{len(t)} docs\t{sum(map(len, t))} bytes")
+    print(manifest[-1], flush=True)
+    docs += t
     s = synth_traffic(rng, SYNTH)
     manifest.append(f"(synthetic traffic: HTTP exchanges, access logs, syslog, JSON)\t-\t{len(s)} docs\t{sum(map(len, s))} bytes")
     docs += s

@@ -17,6 +17,9 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--data", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
 ap.add_argument("--out", default=os.environ.get("OUT", "out"))
 ap.add_argument("--minutes", type=float, default=6.5)
+ap.add_argument("--tokens", type=float, default=None,
+                help="token budget: training ends after this many tokens (or --minutes, whichever comes first); "
+                     "the LR schedule follows whichever is further along")
 ap.add_argument("--vocab", type=int, default=4096)
 ap.add_argument("--dim", type=int, default=256)
 ap.add_argument("--layers", type=int, default=6)
@@ -30,6 +33,7 @@ ap.add_argument("--eval-batches", type=int, default=None, help="validation batch
 ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads); default: torch's")
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--warmup", type=int, default=200, help="linear warmup steps")
+ap.add_argument("--init", help="start from these weights (a weights.npz this script wrote, same architecture)")
 args = ap.parse_args()
 if args.threads:
     torch.set_num_threads(args.threads)
@@ -140,7 +144,28 @@ class LM(nn.Module):
         return self.norm(x) @ self.emb.weight.t().to(x.dtype)
 
 
-model = LM().to(dev)
+model = LM()
+
+
+def named_weights(m):
+    """Our tensors under their GGUF/llama.cpp names (the names of the saved weights)."""
+    W = {"token_embd.weight": m.emb.weight, "output_norm.weight": m.norm.weight}
+    for i, b in enumerate(m.blocks):
+        p = f"blk.{i}."
+        W.update({p + "attn_norm.weight": b.attn_norm.weight, p + "ffn_norm.weight": b.ffn_norm.weight,
+                  p + "attn_q.weight": b.q.weight, p + "attn_k.weight": b.k.weight, p + "attn_v.weight": b.v.weight,
+                  p + "attn_output.weight": b.o.weight, p + "ffn_gate.weight": b.gate.weight,
+                  p + "ffn_up.weight": b.up.weight, p + "ffn_down.weight": b.down.weight})
+    return W
+
+
+if args.init:
+    init = np.load(args.init)
+    with torch.no_grad():
+        for k, t in named_weights(model).items():
+            t.copy_(torch.from_numpy(init[k]))
+    log(f"initialised from {args.init}")
+model = model.to(dev)
 nparams = sum(p.numel() for p in model.parameters())
 log(f"params {nparams}")
 decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -172,14 +197,7 @@ def evaluate():
 
 
 def save(path):
-    W = {"token_embd.weight": model.emb.weight, "output_norm.weight": model.norm.weight}
-    for i, b in enumerate(model.blocks):
-        p = f"blk.{i}."
-        W.update({p + "attn_norm.weight": b.attn_norm.weight, p + "ffn_norm.weight": b.ffn_norm.weight,
-                  p + "attn_q.weight": b.q.weight, p + "attn_k.weight": b.k.weight, p + "attn_v.weight": b.v.weight,
-                  p + "attn_output.weight": b.o.weight, p + "ffn_gate.weight": b.gate.weight,
-                  p + "ffn_up.weight": b.up.weight, p + "ffn_down.weight": b.down.weight})
-    W = {k: v.detach().float().cpu().numpy() for k, v in W.items()}
+    W = {k: v.detach().float().cpu().numpy() for k, v in named_weights(model).items()}
     # two files (the device returns files of at most 16 MiB each): blocks of the first half + embedding/norm, rest
     half = args.layers // 2
     first = lambda k: not k.startswith("blk.") or int(k.split(".")[1]) < half
@@ -193,10 +211,15 @@ hp = dict(vocab=args.vocab, dim=args.dim, layers=args.layers, heads=args.heads, 
 json.dump(hp, open(os.path.join(args.out, "hparams.json"), "w"), indent=1)
 
 budget = args.minutes * 60
-t0 = time.time(); last_eval = t0; step = 0; best = 1e9; tokens = 0; warm = args.warmup
+best = 1e9
+if args.init:  # the starting point is the one to beat
+    best = evaluate()
+    log(f"step 0 val {best:.4f} ({best / math.log(2):.3f} bits/token)")
+    save(os.path.join(args.out, "weights.npz"))
+t0 = time.time(); last_eval = t0; step = 0; tokens = 0; warm = args.warmup
 while True:
     el = time.time() - t0
-    frac = el / budget
+    frac = max(el / budget, tokens / args.tokens if args.tokens else 0.0)
     if frac >= 1:
         break
     lr = args.lr * min(1.0, (step + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))

@@ -6,7 +6,7 @@ All 256 single-byte tokens are in the vocabulary (initial_alphabet = ByteLevel.a
 Writes models/default/tokenizer.json and training/data/tokens.bin (uint16, documents
 separated by token 0) + training/data/val.bin (last 1% of documents).
 """
-import os, sys
+import argparse, os, sys
 import numpy as np
 from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders
 
@@ -17,8 +17,15 @@ EOT = "<|endoftext|>"
 
 
 def main():
-    text = open(os.path.join(HERE, "data", "corpus.txt"), encoding="utf-8").read()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(ROOT, "models", "default"), help="folder for tokenizer.json")
+    ap.add_argument("--data", default=os.path.join(HERE, "data"), help="folder with corpus.txt; tokens.bin/val.bin go here")
+    ap.add_argument("--tokenize-only", metavar="TOKENIZER_JSON", help="no training: tokenize the corpus with this tokenizer")
+    args = ap.parse_args()
+    text = open(os.path.join(args.data, "corpus.txt"), encoding="utf-8").read()
     docs = text.split(EOT)
+    if args.tokenize_only:
+        return tokenize(Tokenizer.from_file(args.tokenize_only), docs, args.data)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
@@ -26,13 +33,17 @@ def main():
                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(docs, trainer=tr)
     assert tok.token_to_id(EOT) == 0
-    out = os.path.join(ROOT, "models", "default")
+    out = args.out
     os.makedirs(out, exist_ok=True)
     tok.save(os.path.join(out, "tokenizer.json"))
     # every single-byte token must exist
     vocab = tok.get_vocab()
     assert all(c in vocab for c in pre_tokenizers.ByteLevel.alphabet()), "missing byte tokens"
     print("vocab", tok.get_vocab_size())
+    tokenize(tok, docs, args.data)
+
+
+def tokenize(tok, docs, data):
     n_val = max(1, len(docs) // 100)
     for name, part in (("tokens.bin", docs[:-n_val]), ("val.bin", docs[-n_val:])):
         ids = []
@@ -40,7 +51,7 @@ def main():
             ids.append(0)
             ids.extend(enc.ids)
         a = np.array(ids, dtype=np.uint16)
-        a.tofile(os.path.join(HERE, "data", name))
+        a.tofile(os.path.join(data, name))
         nb = sum(len(d.encode()) for d in part)
         print(name, len(a), "tokens", nb, "bytes", f"{nb / len(a):.2f} bytes/token")
 
