@@ -69,17 +69,17 @@ fn baselines(data: &[u8]) -> Result<(f64, f64, f64)> {
 
 /// Runs the evaluation.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let opts = args.coding.options();
     let mut inputs = Vec::new();
     for f in &args.files {
         let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
         inputs.push((f.display().to_string(), data));
     }
-    let mut loaded = if opts.policy.uses_model() {
+    let mut loaded = if args.coding.codec.uses_model() {
         Some(model::Loaded::load(&args.model)?)
     } else {
         None
     };
+    let opts = args.coding.options(loaded.as_ref().map(|l| l.context));
     let groups: Vec<Vec<usize>> = if args.together {
         vec![(0..inputs.len()).collect()]
     } else {

@@ -102,7 +102,7 @@ enum Cmd {
 pub(crate) struct CodingArgs {
     /// Codecs to use: auto (smallest per frame), lm, zstd or raw.
     #[arg(long, default_value = "auto", value_parser = parse_policy)]
-    codec: Policy,
+    pub(crate) codec: Policy,
     /// Largest frame (e.g. 16KiB).
     #[arg(long, default_value = "16KiB", value_parser = size::parse_u32)]
     frame: u32,
@@ -112,27 +112,32 @@ pub(crate) struct CodingArgs {
     /// Smallest part of a file that gets a lane of its own (e.g. 4KiB).
     #[arg(long, default_value = "4KiB", value_parser = size::parse_u64)]
     min_lane: u64,
-    /// Model context window, tokens.
-    #[arg(long, default_value_t = LmParams::default().window)]
-    window: u32,
-    /// Tokens kept when the context window is full.
-    #[arg(long, default_value_t = LmParams::default().keep)]
-    keep: u32,
+    /// Model context window, tokens (default: 1024, or the model's trained
+    /// context where that is shorter).
+    #[arg(long)]
+    window: Option<u32>,
+    /// Tokens kept when the context window is full (default: 256, at most a
+    /// quarter of the window).
+    #[arg(long)]
+    keep: Option<u32>,
     /// zstd level for zstd frames.
     #[arg(long, default_value_t = 19)]
     zstd_level: i32,
 }
 
 impl CodingArgs {
-    pub(crate) fn options(&self) -> PackOptions {
+    /// The options for a model trained on `context` tokens (`None`: no model).
+    pub(crate) fn options(&self, context: Option<u32>) -> PackOptions {
+        let fitted = context.map_or_else(LmParams::default, LmParams::within);
+        let window = self.window.unwrap_or(fitted.window);
         PackOptions {
             policy: self.codec,
             frame_len: self.frame,
             max_lanes: self.lanes,
             min_lane: self.min_lane,
             lm: LmParams {
-                window: self.window,
-                keep: self.keep,
+                window,
+                keep: self.keep.unwrap_or(fitted.keep.min(window / 4)),
             },
             zstd_level: self.zstd_level,
             zstd_history: llmpack_codec::DEFAULT_ZSTD_HISTORY,
@@ -196,14 +201,14 @@ fn main() {
 }
 
 fn pack(input: &Path, output: &Path, margs: &model::ModelArgs, coding: &CodingArgs) -> Result<()> {
-    let opts = coding.options();
     let src = File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let total = src.metadata()?.len();
-    let mut loaded = if opts.policy.uses_model() {
+    let mut loaded = if coding.codec.uses_model() {
         Some(model::Loaded::load(margs)?)
     } else {
         None
     };
+    let opts = coding.options(loaded.as_ref().map(|l| l.context));
     let tmp = partial_path(output);
     let out =
         BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);

@@ -9,13 +9,13 @@ use llmpack_model::OnnxPredictor;
 use crate::engine::{ModelHandle, ModelSpec};
 
 /// The model directory used when `--model` is not given.
-pub const DEFAULT_MODEL: &str = "models/smollm2-135m";
+pub const DEFAULT_MODEL: &str = "models/default";
 
 /// Which model to load, and how.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Model directory (model.onnx, tokenizer.json, manifest.toml).
-    /// Default: models/smollm2-135m of this project.
+    /// Default: models/default of this project (committed; needs no setup).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Threads for inference.
@@ -36,6 +36,8 @@ pub struct Loaded {
     pub spec: ModelSpec,
     /// Its predictor.
     pub predictor: OnnxPredictor,
+    /// Tokens of context it was trained on (manifest `context_length`).
+    pub context: u32,
 }
 
 impl Loaded {
@@ -44,7 +46,7 @@ impl Loaded {
         let path = match &args.model {
             Some(p) => p.clone(),
             None => llmpack_model::find_in_project(DEFAULT_MODEL).with_context(|| {
-                format!("model directory {DEFAULT_MODEL} not found; run `scripts/setup.sh` to build it, or pass --model DIR")
+                format!("model directory {DEFAULT_MODEL} not found (it is part of the repository: run llmpack inside a checkout), or pass --model DIR")
             })?,
         };
         let m = llmpack_model::load_model(&path, args.threads, args.ort_lib.clone())
@@ -54,8 +56,13 @@ impl Loaded {
             id: m.dir.id,
             probe: m.probe,
         };
+        let context = m.dir.manifest.model.context_length;
         let predictor = m.predictor;
-        Ok(Loaded { spec, predictor })
+        Ok(Loaded {
+            spec,
+            predictor,
+            context,
+        })
     }
 
     /// The handle the engine uses.

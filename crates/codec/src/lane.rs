@@ -33,6 +33,18 @@ impl Default for LmParams {
 }
 
 impl LmParams {
+    /// The default rule fitted to a model trained on `context` tokens: the
+    /// window never goes past the trained positions, and keeps at most a
+    /// quarter of it.
+    pub fn within(context: u32) -> LmParams {
+        let d = LmParams::default();
+        let window = d.window.min(context);
+        LmParams {
+            window,
+            keep: d.keep.min(window / 4),
+        }
+    }
+
     /// Checks the rule leaves room for at least one step after a re-prime
     /// with a primer of `primer_len` tokens.
     pub fn validate(&self, primer_len: usize) -> Result<(), String> {

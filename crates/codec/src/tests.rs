@@ -328,3 +328,20 @@ fn zstd_switched_off_goes_raw_and_keeps_the_history() {
     }
     assert_eq!(work, vec![6000, 6000, 12000]);
 }
+
+#[test]
+fn context_rule_stays_within_the_trained_context() {
+    // A 512-token model gets a 512-token window keeping a quarter; a model
+    // trained on more keeps the default rule.
+    assert_eq!(
+        LmParams::within(512),
+        LmParams {
+            window: 512,
+            keep: 128
+        }
+    );
+    assert_eq!(LmParams::within(8192), LmParams::default());
+    let tiny = LmParams::within(64);
+    assert_eq!((tiny.window, tiny.keep), (64, 16));
+    assert!(tiny.validate(8).is_ok());
+}

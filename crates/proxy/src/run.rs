@@ -165,13 +165,7 @@ fn load_model(config: &Config) -> Result<Option<ModelRt>> {
     };
     let m = llmpack_model::load_model(&path, config.model.threads, config.model.ort_lib.clone())
         .with_context(|| format!("loading model {} (model.dir)", path.display()))?;
-    let ctx = m.dir.manifest.model.context_length;
-    let default = LmParams::default();
-    let window = default.window.min(ctx);
-    let rule = LmParams {
-        window,
-        keep: default.keep.min(window / 4),
-    };
+    let rule = LmParams::within(m.dir.manifest.model.context_length);
     let info = ModelInfo {
         id: m.dir.id,
         runtime: format!("onnxruntime {}", llmpack_model::ORT_VERSION),
