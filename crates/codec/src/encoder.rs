@@ -74,7 +74,17 @@ struct LmJob {
     rc: DefaultRangeEncoder,
     /// The best model-free coding: codec and payload.
     fallback: (Codec, Option<Vec<u8>>),
+    /// Under `auto`: (prefix length, bits of the model-free coding of that
+    /// prefix), ascending; the model gives up at the first it clearly loses.
+    checkpoints: Vec<(usize, f64)>,
 }
+
+/// Prefix lengths at which `auto` compares the model with zstd on the same
+/// bytes, and gives up on the model when it is [`ABORT_RATIO`] times worse.
+const CHECKPOINTS: [usize; 3] = [2048, 4096, 8192];
+/// How much worse than zstd on the same prefix the model may be and still
+/// finish the frame (it usually gains on zstd as its context fills).
+const ABORT_RATIO: f64 = 1.2;
 
 /// Encodes one direction of a stream, frame by frame.
 ///
@@ -193,9 +203,6 @@ impl StreamEncoder {
             Some(z) => (Codec::Zstd, Some(z)),
             None => (Codec::Raw, None),
         };
-        if self.cfg.policy != Policy::Raw {
-            self.history.push(&data);
-        }
         let fallback_len = fallback.1.as_ref().map_or(data.len(), Vec::len);
 
         let try_lm = allow_model
@@ -211,6 +218,29 @@ impl StreamEncoder {
                 }
                 _ => false,
             };
+        // What the model-free coding makes of the frame's prefixes (with the
+        // history before this frame, as the whole frame's zstd had).
+        let checkpoints = if try_lm && self.cfg.policy == Policy::Auto {
+            CHECKPOINTS
+                .iter()
+                .filter(|&&n| n + n / 2 <= data.len())
+                .map(|&n| {
+                    let bytes = match &fallback.1 {
+                        Some(_) => self
+                            .history
+                            .compress(self.cfg.zstd_level, &data[..n])
+                            .map_or(n, |z| z.len()),
+                        None => n,
+                    };
+                    (n, 8.0 * bytes as f64)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if self.cfg.policy != Policy::Raw {
+            self.history.push(&data);
+        }
         if try_lm {
             let mut tokens = Vec::with_capacity(data.len() / 3 + 1);
             self.vocab.tokenize(&data, &mut tokens);
@@ -222,6 +252,7 @@ impl StreamEncoder {
                 covered: 0,
                 rc: DefaultRangeEncoder::new(),
                 fallback,
+                checkpoints,
             });
         } else {
             let frame = self.fallback_frame(data, sum, fallback, 0);
@@ -235,8 +266,6 @@ impl StreamEncoder {
     pub fn poll_request(&mut self) -> Option<Request> {
         let job = self.job.as_mut()?;
         let lane = self.lane.as_mut().expect("lm jobs exist only with a lane");
-        let abort_allowed = self.cfg.policy == Policy::Auto;
-        let fallback_bits = 8.0 * job.fallback.1.as_ref().map_or(job.data.len(), Vec::len) as f64;
         while job.pos < job.tokens.len() {
             if !lane.ready() {
                 return lane.next_request();
@@ -250,11 +279,14 @@ impl StreamEncoder {
             lane.feed(t);
             job.pos += 1;
             job.covered += self.vocab.token_bytes(t).map_or(0, <[u8]>::len);
-            // Give up early when the model clearly loses to zstd/raw.
-            if abort_allowed && job.pos % 64 == 0 && job.covered >= 2048 {
-                let projected =
-                    job.rc.num_bits() as f64 * job.data.len() as f64 / job.covered as f64;
-                if projected > 1.2 * fallback_bits {
+            // Give up early when the model clearly loses to zstd/raw on
+            // the same prefix.
+            if let Some(&(n, fallback_bits)) = job.checkpoints.first()
+                && job.covered >= n
+            {
+                job.checkpoints.remove(0);
+                let bits = job.rc.num_bits() as f64 * n as f64 / job.covered as f64;
+                if bits > ABORT_RATIO * fallback_bits {
                     break;
                 }
             }

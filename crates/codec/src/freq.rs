@@ -147,6 +147,44 @@ impl FreqTable {
         debug_assert_eq!(self.cdf[vocab], TOTAL);
     }
 
+    /// Sets `token`'s frequency to about `want` and scales every other
+    /// token's into the rest (`max(1, floor(f * rest_new / rest_old))`, the
+    /// token taking what is left), integers only. `want` is clamped so the
+    /// table stays valid: at most `TOTAL - (V - 1)`, and not below the
+    /// vocabulary size unless the token already was.
+    pub(crate) fn set_freq(&mut self, token: usize, want: u32) {
+        let v = self.vocab_size();
+        if v < 2 || token >= v {
+            return;
+        }
+        let v32 = u32::try_from(v).expect("at most MAX_VOCAB");
+        let f = self.freq(token);
+        let want = want.clamp(f.min(v32), TOTAL - (v32 - 1));
+        if want == f {
+            return;
+        }
+        let rest_old = u64::from(TOTAL - f);
+        let rest_new = u64::from(TOTAL - want);
+        let mut prev_old = 0u32;
+        let mut acc = 0u32;
+        for i in 0..v {
+            let next_old = self.cdf[i + 1];
+            let fi = next_old - prev_old;
+            prev_old = next_old;
+            if i != token {
+                let g = u64::from(fi) * rest_new / rest_old;
+                acc += u32::try_from(g).expect("below TOTAL").max(1);
+            }
+            self.cdf[i + 1] = acc;
+        }
+        // acc <= rest_new + (V - 1) = TOTAL - want + V - 1 < TOTAL, as want >= V here.
+        let own = TOTAL - acc;
+        for c in &mut self.cdf[token + 1..] {
+            *c += own;
+        }
+        debug_assert_eq!(self.cdf[v], TOTAL);
+    }
+
     /// The token whose interval holds `quantile` (< [`TOTAL`]).
     fn lookup(&self, quantile: u32) -> usize {
         // The last i with cdf[i] <= quantile; frequencies are >= 1 so it is unique.

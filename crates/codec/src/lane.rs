@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::freq::FreqTable;
+use crate::matcher::MatchModel;
 use crate::predict::{LaneId, Request};
 
 /// The context rule of `lm` coding; part of the format, both ends must agree.
@@ -82,7 +83,10 @@ pub(crate) struct LmLane {
     /// Length of the model's context once the outstanding request is done.
     ctx_len: u32,
     state: State,
+    /// Distribution for the next token: the model's, with the match model's
+    /// prediction mixed in.
     pub(crate) table: FreqTable,
+    matcher: MatchModel,
     pub(crate) requests: u64,
 }
 
@@ -104,6 +108,7 @@ impl LmLane {
             ctx_len: 0,
             state: State::Fresh,
             table: FreqTable::uniform(vocab),
+            matcher: MatchModel::default(),
             requests: 0,
         }
     }
@@ -133,6 +138,9 @@ impl LmLane {
             State::Answered => {
                 let token = self.queue.pop_front()?;
                 self.history.push(token);
+                // Here, not in `feed`: both ends take tokens into the context
+                // one per request, in the same order relative to answers.
+                self.matcher.push(token);
                 if self.ctx_len + 1 > self.params.window {
                     Request::Prime {
                         tokens: self.context(self.params.keep as usize),
@@ -156,6 +164,7 @@ impl LmLane {
     pub(crate) fn answer(&mut self, logits: &[f32]) {
         debug_assert_eq!(self.state, State::Waiting);
         self.table.fill_from_logits(logits);
+        self.matcher.adjust(&mut self.table);
         self.state = State::Answered;
     }
 

@@ -21,6 +21,7 @@ mod encoder;
 mod freq;
 mod history;
 mod lane;
+mod matcher;
 mod predict;
 mod probe;
 mod tokens;

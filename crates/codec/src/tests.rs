@@ -345,3 +345,48 @@ fn context_rule_stays_within_the_trained_context() {
     assert_eq!((tiny.window, tiny.keep), (64, 16));
     assert!(tiny.validate(8).is_ok());
 }
+
+/// A model that is sure of the wrong thing: all its mass on byte 0.
+struct Contrary;
+
+impl Predictor for Contrary {
+    fn vocab_size(&self) -> usize {
+        256
+    }
+
+    fn predict(
+        &mut self,
+        batch: &[(LaneId, Request)],
+        answer: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), PredictError> {
+        let mut logits = vec![0.0f32; 256];
+        logits[0] = 30.0;
+        for i in 0..batch.len() {
+            answer(i, &logits);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, _lane: LaneId) {}
+}
+
+#[test]
+fn auto_gives_up_on_a_losing_model_at_the_first_checkpoint() {
+    // zstd shrinks this text a lot; the model makes every byte cost ~40 bits.
+    let data = text(12_000, 5);
+    let mut enc = StreamEncoder::new(1, StreamConfig::default(), vocab(), b"");
+    enc.push(data.clone());
+    drive(&mut Contrary, &mut [&mut enc], &mut |_| {}).unwrap();
+    let f = enc.take_frame().expect("frame finished");
+    assert_eq!(f.header.codec, Codec::Zstd);
+    // It stopped at the 2 KiB checkpoint, not at the end of the frame.
+    assert!(
+        (2048..2100).contains(&(f.header.tokens as usize)),
+        "fed {} tokens",
+        f.header.tokens
+    );
+    let mut dec = StreamDecoder::new(2, &StreamConfig::default(), vocab(), b"");
+    dec.push(f.header, f.payload);
+    drive(&mut Contrary, &mut [&mut dec], &mut |_| {}).unwrap();
+    assert_eq!(dec.take_output().expect("output").expect("decodes"), data);
+}

@@ -19,8 +19,9 @@ use crate::{Error, MAX_FRAME_LEN, Result, need};
 
 /// First bytes of every pack file.
 pub const MAGIC: [u8; 8] = *b"LLMPACK\0";
-/// Container version this build writes and reads.
-pub const VERSION: u16 = 2;
+/// Container version this build writes and reads (3: `lm` tables mix in the
+/// codec's match model).
+pub const VERSION: u16 = 3;
 /// Most lanes (independently coded parts of one input) a file may declare.
 pub const MAX_LANES: u16 = 64;
 /// Longest model context window a file may declare, in tokens.

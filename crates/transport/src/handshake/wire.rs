@@ -24,8 +24,9 @@ use bytes::{Buf, BufMut};
 use llmpack_frame::{Error, ModelId, Result};
 use sha2::{Digest, Sha256};
 
-/// Handshake protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Handshake protocol version this build speaks (2: `lm` tables mix in the
+/// codec's match model, so frames of version 1 peers would not decode).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// First bytes of a [`Hello`].
 pub const HELLO_MAGIC: [u8; 8] = *b"LLMPKH1\0";
 /// First bytes of a [`Reply`].
