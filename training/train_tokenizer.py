@@ -16,6 +16,17 @@ VOCAB = int(os.environ.get("VOCAB", 4096))
 EOT = "<|endoftext|>"
 
 
+def train_bpe(docs, vocab):
+    """The byte-level BPE of the default model, trained on `docs` with `vocab` tokens."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tr = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, special_tokens=[EOT, "<|escape|>"],
+                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(docs, trainer=tr)
+    return tok
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "default"), help="folder for tokenizer.json")
@@ -26,12 +37,7 @@ def main():
     docs = text.split(EOT)
     if args.tokenize_only:
         return tokenize(Tokenizer.from_file(args.tokenize_only), docs, args.data)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tr = trainers.BpeTrainer(vocab_size=VOCAB, min_frequency=2, special_tokens=[EOT, "<|escape|>"],
-                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(docs, trainer=tr)
+    tok = train_bpe(docs, VOCAB)
     assert tok.token_to_id(EOT) == 0
     out = args.out
     os.makedirs(out, exist_ok=True)

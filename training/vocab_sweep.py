@@ -9,10 +9,10 @@ It does not train a model per size (that needs the GPU): bytes/token is the spee
 the head's size the cost side; bits/token per size is the part left unmeasured.
 """
 import glob, os, random, sys
-from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders
+
+from train_tokenizer import EOT, train_bpe
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EOT = "<|endoftext|>"
 sizes = [int(a) for a in sys.argv[1:]] or [1024, 2048, 4096, 8192, 16384]
 docs = open(os.path.join(HERE, "data", "corpus.txt"), encoding="utf-8").read().split(EOT)
 rng = random.Random(7)
@@ -23,12 +23,7 @@ print(f"training sample: {len(sample)} documents, {sum(len(d.encode()) for d in 
 D, BODY = 256, 5_573_888 - 4096 * 256  # the default model's non-embedding parameters
 print("vocab | " + " | ".join(n.split("-")[0] for n in held) + " | all held-out | head params (d 256) | model params")
 for v in sizes:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tr = trainers.BpeTrainer(vocab_size=v, min_frequency=2, special_tokens=[EOT, "<|escape|>"],
-                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(sample, trainer=tr)
+    tok = train_bpe(sample, v)
     per = [len(t.encode()) / len(tok.encode(t, add_special_tokens=False).ids) for t in held.values()]
     allb = sum(len(t.encode()) for t in held.values())
     allt = sum(len(tok.encode(t, add_special_tokens=False).ids) for t in held.values())
