@@ -5,7 +5,8 @@
 //! HTTP headers repeat whole lines over longer distances. The match model
 //! remembers a lane's last [`HISTORY_CAP`] tokens, finds the latest earlier
 //! place where the last [`MIN_LEN`] tokens occurred, and predicts the token
-//! that followed there. How far to trust that prediction is learned as it
+//! that followed there; one differing token (a number, an address) does not
+//! end a match, the old copy is followed on after it. How far to trust that prediction is learned as it
 //! goes: a small table of hit counts, indexed by the match length and by the
 //! probability the model itself gives the predicted token, estimates the
 //! chance the prediction is right, and the table's frequency for that token
@@ -86,6 +87,12 @@ impl MatchModel {
             if self.hist[self.ptr] == token {
                 self.len += 1;
                 self.ptr += 1;
+            } else if self.len >= MIN_LEN {
+                // One token differs (a number, an address): go on with the
+                // old copy after it, at length 1, which only such recovering
+                // matches use, so their reliability is learned apart.
+                self.len = 1;
+                self.ptr += 1;
             } else {
                 self.len = 0;
             }
@@ -99,7 +106,7 @@ impl MatchModel {
             self.heads = vec![0; 1 << HASH_BITS];
         }
         let h = hash(&self.hist[n - MIN_LEN..]);
-        if self.len == 0 {
+        if self.len < MIN_LEN {
             let cand = self.heads[h] as usize;
             if cand > 0 {
                 // Verify (hashes collide) and measure the match backwards.
@@ -188,6 +195,26 @@ mod tests {
         let (_, bits) = run(&noise, 4096);
         let uniform = 12.0 * noise.len() as f64;
         assert!(bits < 1.01 * uniform, "{bits:.0} vs {uniform:.0} bits");
+    }
+
+    #[test]
+    fn a_changed_token_does_not_end_the_match() {
+        let mut m = MatchModel::default();
+        let line = [10u32, 11, 12, 13, 14, 15, 16, 17];
+        for &t in &line {
+            m.push(t);
+        }
+        // The same line again with token 14 replaced by 99.
+        for &t in &[10u32, 11, 12, 13, 99] {
+            m.push(t);
+        }
+        assert_eq!(m.predicted(), Some(15), "goes on after the changed token");
+        m.push(15);
+        assert_eq!(m.predicted(), Some(16));
+        // A second mismatch while recovering ends the match.
+        m.push(42);
+        m.push(43);
+        assert_eq!(m.predicted(), None);
     }
 
     #[test]
