@@ -28,11 +28,14 @@ if [ ! -f "$G"/val.bin ]; then echo "(no val.bin to compare with)"
 elif cmp -s "$DATA/val.bin" "$G"/val.bin; then echo "val.bin identical to the one tokenized here" | tee -a "$OUT/tokenize.log"
 else echo "WARNING: val.bin differs from the one tokenized here" | tee -a "$OUT/tokenize.log"; fi
 T=$("$TOK_PY" -c "print(int($MINUTES * 60 + 45))")   # hard stop: budget + final evaluation and save
+pack_default() {   # the default's weights (two files: each at most 16 MiB) and its log
+    cp "$RUNS/default/weights_a.npz" "$OUT/default_a.npz"; cp "$RUNS/default/weights_b.npz" "$OUT/default_b.npz"
+    tar -C "$RUNS/default" -cf "$OUT/default.tar" hparams.json train.log
+}
 if [ -n "${INIT:-}" ]; then   # continue training the default model alone from INIT (a weights.npz)
     timeout "$T" "$PY" training/train.py --data "$DATA" --minutes "$MINUTES" --init "$INIT" --lr "${LR:-1e-3}" \
         --warmup 50 --out "$RUNS/default" 2>&1 | tee "$RUNS/default.out"
-    cp "$RUNS/default/weights_a.npz" "$OUT/default_a.npz"; cp "$RUNS/default/weights_b.npz" "$OUT/default_b.npz"
-    tar -C "$RUNS/default" -cf "$OUT/default.tar" hparams.json train.log
+    pack_default
     exit 0
 fi
 timeout "$T" "$PY" training/train.py --data "$DATA" --minutes "$MINUTES" --out "$RUNS/default" > "$RUNS/default.out" 2>&1 &
@@ -42,8 +45,7 @@ timeout "$T" "$PY" training/train.py --data "$DATA" --minutes "$MINUTES" --layer
     --ctx 256 --lr 3e-3 --out "$RUNS/tiny" > "$RUNS/tiny.out" 2>&1 &
 wait || true
 tail -n 4 "$RUNS"/*.out
-cp "$RUNS/default/weights_a.npz" "$OUT/default_a.npz"; cp "$RUNS/default/weights_b.npz" "$OUT/default_b.npz"
-tar -C "$RUNS/default" -cf "$OUT/default.tar" hparams.json train.log
+pack_default
 tar -C "$RUNS/mid" -cf "$OUT/mid.tar" .
 tar -C "$RUNS/tiny" -cf "$OUT/tiny.tar" .
 ls -la "$OUT"

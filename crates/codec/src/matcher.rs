@@ -6,8 +6,8 @@
 //! remembers a lane's last [`HISTORY_CAP`] tokens, finds the latest earlier
 //! place where the last [`MIN_LEN`] tokens occurred, and predicts the token
 //! that followed there; one differing token (a number, an address) does not
-//! end a match, the old copy is followed on after it. How far to trust that prediction is learned as it
-//! goes: a small table of hit counts, indexed by the match length and by the
+//! end a match, the old copy is followed on after it. How far to trust that
+//! prediction is learned as it goes: a small table of hit counts, indexed by the match length and by the
 //! probability the model itself gives the predicted token, estimates the
 //! chance the prediction is right, and the table's frequency for that token
 //! is set to it (the other tokens scaled to make room).
