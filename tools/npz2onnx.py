@@ -34,9 +34,10 @@ class Graph:
     def i64(self, *vals):
         return self.const(np.array(vals, np.int64))
 
-    def op(self, op_type, inputs, n_out=1, outputs=None, **attrs):
+    def op(self, op_type, inputs, n_out=1, outputs=None, domain=None, **attrs):
         outs = outputs or [self.fresh(op_type) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.fresh("n_" + op_type), **attrs))
+        kw = {"domain": domain} if domain else {}
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.fresh("n_" + op_type), **kw, **attrs))
         return outs[0] if n_out == 1 else outs
 
 

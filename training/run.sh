@@ -21,9 +21,12 @@ python3 training/build_corpus.py                         # 1. training/data/corp
 "$PY" training/train_tokenizer.py                        # 2. models/default/tokenizer.json + training/data/{tokens,val}.bin
 "$TORCH_PY" training/train.py --tokens "${TRAIN_TOKENS:-228e6}" --minutes "${TRAIN_MINUTES:-30}" --out "$OUT"   # 3. $OUT/weights_{a,b}.npz, hparams.json, train.log
 "$PY" -c "import numpy as np,sys; W={}; [W.update(np.load(f'$OUT/weights_{s}.npz')) for s in 'ab']; np.savez('$OUT/weights.npz', **W)"
-"$PY" tools/npz2onnx.py "$OUT/weights.npz" "$OUT/hparams.json" models/default/model.onnx   # 4. ONNX (project contract)
+mkdir -p "$OUT/past" && cp models/default/tokenizer.json "$OUT/past/"
+"$PY" tools/npz2onnx.py "$OUT/weights.npz" "$OUT/hparams.json" "$OUT/past/model.onnx"   # 4. ONNX, decoder-with-past contract
+"$ORT_PY" training/check_onnx.py "$OUT/past"             # 5. cached vs full pass, val bits/token, step speed
+PYTHONPATH=.cache/onnxruntime-1.31.1 "$PY" tools/onnx2gqa.py "$OUT/past/model.onnx" models/default/model.onnx \
+    --check .cache/samples/prose.txt                     # 6. the shipped graph: in-place KV buffer (gqa contract), checked
 [ "$OUT" = training/run ] || cp "$OUT/hparams.json" training/run/hparams.json
-"$PY" training/write_manifest.py                         # 5. models/default/manifest.toml (add --measured k=v ...)
-"$ORT_PY" training/check_onnx.py                         # 6. cached vs full pass, val bits/token, step speed
-# 7. evaluation (model trained on 512-token windows):
+"$PY" training/write_manifest.py --contract gqa          # 7. models/default/manifest.toml (add --measured k=v ...)
+# 8. evaluation (model trained on 512-token windows):
 #    sh training/fetch_heldout.sh && sh training/curve.sh models/default

@@ -4,7 +4,10 @@ from training/run/hparams.json and the sha256 of model.onnx and tokenizer.json.
 Optional: --measured KEY=VALUE ... adds a [measured] table (numbers or strings).
 Other model directories (e.g. CPU-trained points of the trade-off curve):
   write_manifest.py --model-dir DIR --hparams RUN/hparams.json --name NAME [--measured ...]
-reads DIR/model.onnx + DIR/tokenizer.json and writes DIR/manifest.toml."""
+reads DIR/model.onnx + DIR/tokenizer.json and writes DIR/manifest.toml.
+--contract gqa: DIR/model.onnx was rebuilt by tools/onnx2gqa.py (in-place KV buffer of
+--kv-len positions, default the model's context); the default is the past contract of
+tools/npz2onnx.py."""
 import hashlib, json, os, sys, tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -12,7 +15,9 @@ MD = os.path.join(ROOT, "models", "default")
 HP = os.path.join(ROOT, "training", "run", "hparams.json")
 NAME = "default"
 argv = sys.argv[1:]
-for flag in ("--model-dir", "--hparams", "--name"):
+CONTRACT = "past"
+KV_LEN = None
+for flag in ("--model-dir", "--hparams", "--name", "--contract", "--kv-len"):
     if flag in argv:
         i = argv.index(flag)
         val = argv[i + 1]
@@ -21,6 +26,10 @@ for flag in ("--model-dir", "--hparams", "--name"):
             MD = os.path.abspath(val)
         elif flag == "--hparams":
             HP = os.path.abspath(val)
+        elif flag == "--contract":
+            CONTRACT = val
+        elif flag == "--kv-len":
+            KV_LEN = int(val)
         else:
             NAME = val
 
@@ -56,8 +65,9 @@ lines = [
     f"kv_heads = {hp['kv_heads']}",
     f"head_dim = {hp['head_dim']}",
     'input_ids = "input_ids"',
-    'position_ids = "position_ids"',
-    'attention_mask = "attention_mask"',
+    *(['position_ids = "position_ids"', 'attention_mask = "attention_mask"'] if CONTRACT == "past" else
+      ['contract = "gqa"', 'seqlens_k = "seqlens_k"', 'total_sequence_length = "total_sequence_length"',
+       f"kv_len = {KV_LEN or hp['ctx']}"]),
     'past_key = "past_key_values.{i}.key"',
     'past_value = "past_key_values.{i}.value"',
     'logits = "logits"',

@@ -11,6 +11,9 @@ use llmpack_codec::{
 use llmpack_frame::Codec;
 use llmpack_model::{HfVocab, ModelDir, OnnxPredictor};
 
+mod real_model;
+use real_model::sample;
+
 fn model_dir() -> ModelDir {
     let path: PathBuf = llmpack_model::find_in_project("models/smollm2-135m")
         .expect("models/smollm2-135m not found: run scripts/setup.sh first");
@@ -18,12 +21,7 @@ fn model_dir() -> ModelDir {
 }
 
 fn load() -> (ModelDir, Arc<HfVocab>, OnnxPredictor) {
-    let dir = model_dir();
-    llmpack_model::init_runtime(None).expect("ONNX Runtime loads (run scripts/setup.sh)");
-    let m = &dir.manifest.model;
-    let vocab = HfVocab::load(&dir.tokenizer_path(), m.vocab_size, m.bos_token_id).unwrap();
-    let pred = OnnxPredictor::load(&dir, 2).unwrap();
-    (dir, Arc::new(vocab), pred)
+    real_model::load(&model_dir().path)
 }
 
 /// Runs one batch and returns each request's logits.
@@ -99,14 +97,6 @@ fn batched_steps_equal_single_steps_bit_for_bit() {
         p.stats().gathers >= 2,
         "the composition changes were exercised"
     );
-}
-
-fn sample(name: &str, len: usize) -> Vec<u8> {
-    let path = llmpack_model::find_in_project(&format!(".cache/samples/{name}"))
-        .unwrap_or_else(|| panic!(".cache/samples/{name} not found: run scripts/setup.sh first"));
-    let mut v = std::fs::read(path).unwrap();
-    v.truncate(len);
-    v
 }
 
 #[test]

@@ -80,6 +80,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         None
     };
     let opts = args.coding.options(loaded.as_ref().map(|l| l.context));
+    if let Some(l) = &loaded {
+        l.check_window(opts.lm.window)?;
+    }
     let groups: Vec<Vec<usize>> = if args.together {
         vec![(0..inputs.len()).collect()]
     } else {

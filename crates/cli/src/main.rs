@@ -3,12 +3,14 @@
 //! Subcommands: `sender` / `receiver` (the tunnel's two proxies, from config
 //! files), `check-config`, `keygen`, `pack` / `unpack` (files), `eval` (bits
 //! per byte against zstd, xz and brotli, with round-trip checks and
-//! throughput).
+//! throughput), `speed` (the model's coding speed and where its time goes),
+//! `bench` (the tunnel over emulated links).
 
 mod engine;
 mod eval;
 mod model;
 mod size;
+mod speed;
 mod tunnel;
 
 use std::fs::File;
@@ -58,6 +60,10 @@ enum Cmd {
     /// Measure bits per byte of the model against zstd -19, xz -9e and
     /// brotli -11 on files, with byte-exact round trips.
     Eval(eval::EvalArgs),
+    /// Measure how fast the model codes real text at several lane counts:
+    /// KB/s, ms per step, where a token's time goes, and the step's share of
+    /// the machine's measured fp32 matmul peak.
+    Speed(speed::SpeedArgs),
     /// Measure goodput, compression and latency of plain TCP and of the
     /// tunnel per codec over emulated links; plot goodput vs link rate.
     Bench(llmpack_bench::BenchArgs),
@@ -175,6 +181,7 @@ fn main() {
             model,
         } => unpack(&input, &output, &model),
         Cmd::Eval(args) => eval::run(&args),
+        Cmd::Speed(args) => speed::run(&args),
         Cmd::Bench(args) => llmpack_bench::run(&args),
         Cmd::Sender { config } => tunnel::serve(&config, llmpack_proxy::config::Role::Sender),
         Cmd::Receiver { config } => tunnel::serve(&config, llmpack_proxy::config::Role::Receiver),
@@ -209,6 +216,9 @@ fn pack(input: &Path, output: &Path, margs: &model::ModelArgs, coding: &CodingAr
         None
     };
     let opts = coding.options(loaded.as_ref().map(|l| l.context));
+    if let Some(l) = &loaded {
+        l.check_window(opts.lm.window)?;
+    }
     let tmp = partial_path(output);
     let out =
         BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);

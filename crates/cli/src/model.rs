@@ -38,6 +38,8 @@ pub struct Loaded {
     pub predictor: OnnxPredictor,
     /// Tokens of context it was trained on (manifest `context_length`).
     pub context: u32,
+    /// Its directory and manifest.
+    pub dir: llmpack_model::ModelDir,
 }
 
 impl Loaded {
@@ -57,12 +59,25 @@ impl Loaded {
             probe: m.probe,
         };
         let context = m.dir.manifest.model.context_length;
-        let predictor = m.predictor;
         Ok(Loaded {
             spec,
-            predictor,
+            predictor: m.predictor,
             context,
+            dir: m.dir,
         })
+    }
+
+    /// Refuses a context window the model cannot hold.
+    pub fn check_window(&self, window: u32) -> Result<()> {
+        if let Some(max) = self.dir.max_window()
+            && window > max
+        {
+            anyhow::bail!(
+                "--window {window} is longer than model {}'s KV buffer of {max} tokens; use --window {max} or less",
+                self.dir.path.display()
+            );
+        }
+        Ok(())
     }
 
     /// The handle the engine uses.

@@ -206,7 +206,12 @@ impl StreamDecoder {
             if !lane.ready() {
                 return lane.next_request();
             }
-            let t = match job.rc.decode_symbol(&lane.table) {
+            let (rc, table) = (&mut job.rc, &lane.table);
+            let t = match crate::lane::timed(
+                &mut lane.profile,
+                |p| &mut p.coder,
+                || rc.decode_symbol(table),
+            ) {
                 Ok(t) => t,
                 Err(_) => {
                     failure = Some(DecodeError::Corrupt(
@@ -263,6 +268,19 @@ impl StreamDecoder {
             self.ready = Some(Err(e));
         }
         None
+    }
+
+    /// Turns on (or off, discarding it) the timing of the work around the
+    /// model: table builds, the match model and the range coder.
+    pub fn set_profiling(&mut self, on: bool) {
+        if let Some(lane) = self.lane.as_mut() {
+            lane.profile = on.then(crate::Profile::default);
+        }
+    }
+
+    /// The times so far, if profiling is on.
+    pub fn profile(&self) -> Option<crate::Profile> {
+        self.lane.as_ref().and_then(|l| l.profile)
     }
 
     /// Takes the answer to the request [`Self::poll_request`] returned.

@@ -271,7 +271,13 @@ impl StreamEncoder {
                 return lane.next_request();
             }
             let t = job.tokens[job.pos];
-            if job.rc.encode_symbol(t as usize, &lane.table).is_err() {
+            let (rc, table) = (&mut job.rc, &lane.table);
+            let coded = crate::lane::timed(
+                &mut lane.profile,
+                |p| &mut p.coder,
+                || rc.encode_symbol(t as usize, table),
+            );
+            if coded.is_err() {
                 // Only a token id outside the model's vocabulary gets here;
                 // never let it corrupt the stream: send the frame model-free.
                 break;
@@ -311,6 +317,19 @@ impl StreamEncoder {
         };
         self.ready = Some(frame);
         None
+    }
+
+    /// Turns on (or off, discarding it) the timing of the work around the
+    /// model: table builds, the match model and the range coder.
+    pub fn set_profiling(&mut self, on: bool) {
+        if let Some(lane) = self.lane.as_mut() {
+            lane.profile = on.then(crate::Profile::default);
+        }
+    }
+
+    /// The times so far, if profiling is on.
+    pub fn profile(&self) -> Option<crate::Profile> {
+        self.lane.as_ref().and_then(|l| l.profile)
     }
 
     /// Takes the answer to the request [`Self::poll_request`] returned.

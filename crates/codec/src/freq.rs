@@ -102,16 +102,19 @@ impl FreqTable {
             return;
         }
         let m = f64::from(m);
+        // The weights first, branch-free so the compiler vectorizes them
+        // (the same operations per element as one at a time: same bits),
+        // then their sum in index order.
         self.weights.clear();
+        self.weights.extend(logits.iter().map(|&l| {
+            let finite = l.is_finite();
+            let x = if finite { f64::from(l) - m } else { -88.0 };
+            let w = exp_det(x.max(-88.0));
+            if finite { w } else { 0.0 }
+        }));
         let mut sum = 0.0f64;
-        for &l in logits {
-            let w = if l.is_finite() {
-                exp_det((f64::from(l) - m).max(-88.0))
-            } else {
-                0.0
-            };
+        for &w in &self.weights {
             sum += w;
-            self.weights.push(w);
         }
         // sum >= 1: the maximum contributes exp(0) = 1.
         let budget = TOTAL - u32::try_from(vocab).expect("checked above");
@@ -219,10 +222,11 @@ pub fn exp_det(x: f64) -> f64 {
     let p = p * r + 1.0;
     let p = p * r + 1.0;
     // Scale by 2^k: k is in [-128, 0] for our inputs, a normal f64 exponent.
-    // The low 32 bits of kf's representation hold k in two's complement.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
-    let k = kf.to_bits() as u32 as i32; // the bit trick needs these exact casts
-    let bits = ((1023 + i64::from(k)) as u64) << 52;
+    // kf's representation is SHIFT's plus k (two's complement, wrapping), so
+    // (that difference + 1023) << 52 is 2^k's: integer adds and a shift,
+    // which vectorize, where a float-to-int conversion would not.
+    let k_bits = kf.to_bits().wrapping_sub(SHIFT.to_bits());
+    let bits = k_bits.wrapping_add(1023) << 52;
     p * f64::from_bits(bits)
 }
 
@@ -275,6 +279,91 @@ mod tests {
             x += 0.0137;
         }
         assert_eq!(exp_det(0.0), 1.0);
+    }
+
+    /// The procedure as first written, one element at a time with
+    /// branches; the vectorizable version must give the same bits.
+    fn reference_cdf(logits: &[f32]) -> Vec<u32> {
+        fn exp_ref(x: f64) -> f64 {
+            const SHIFT: f64 = 6_755_399_441_055_744.0;
+            let kf = x * std::f64::consts::LOG2_E + SHIFT;
+            let k = kf - SHIFT;
+            let r = (x - k * 6.931_471_803_691_238e-1) - k * 1.908_214_929_270_587_7e-10;
+            let mut p = 1.0 / 39_916_800.0;
+            for c in [
+                3_628_800.0,
+                362_880.0,
+                40_320.0,
+                5_040.0,
+                720.0,
+                120.0,
+                24.0,
+                6.0,
+                2.0,
+                1.0,
+                1.0,
+            ] {
+                p = p * r + 1.0 / c;
+            }
+            #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+            let k = kf.to_bits() as u32 as i32;
+            p * f64::from_bits(((1023 + i64::from(k)) as u64) << 52)
+        }
+        let m = logits
+            .iter()
+            .copied()
+            .filter(|l| l.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max);
+        let m = f64::from(m);
+        let mut w = Vec::new();
+        let mut sum = 0.0;
+        for &l in logits {
+            let x = if l.is_finite() {
+                exp_ref((f64::from(l) - m).max(-88.0))
+            } else {
+                0.0
+            };
+            sum += x;
+            w.push(x);
+        }
+        let budget = TOTAL - u32::try_from(logits.len()).expect("test sizes");
+        let scale = f64::from(budget) / sum;
+        let mut cdf = vec![0u32];
+        let (mut acc, mut best) = (0u32, (0usize, 0u32));
+        for (i, &x) in w.iter().enumerate() {
+            #[allow(clippy::cast_possible_truncation)]
+            let f = 1 + ((x * scale) as u32).min(budget);
+            if f > best.1 {
+                best = (i, f);
+            }
+            acc += f;
+            cdf.push(acc);
+        }
+        let adjusted = best.1 + TOTAL - acc;
+        for c in &mut cdf[best.0 + 1..] {
+            *c = *c - best.1 + adjusted;
+        }
+        cdf
+    }
+
+    #[test]
+    fn vectorized_tables_equal_the_reference_bit_for_bit() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..200 {
+            let n = [4096, 49152, 257, 3][round % 4];
+            let spread = [1.0f32, 8.0, 30.0, 0.01][round % 3];
+            let logits: Vec<f32> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * spread * 4.0
+                })
+                .collect();
+            let mut t = FreqTable::uniform(1);
+            t.fill_from_logits(&logits);
+            assert_eq!(t.cdf, reference_cdf(&logits), "round {round}");
+        }
     }
 
     #[test]

@@ -88,6 +88,47 @@ pub(crate) struct LmLane {
     pub(crate) table: FreqTable,
     matcher: MatchModel,
     pub(crate) requests: u64,
+    /// Where the work around the model goes, when asked for.
+    pub(crate) profile: Option<Profile>,
+}
+
+/// Time spent on the per-token work around the model, kept only when a
+/// caller turns it on (`set_profiling`): `llmpack speed` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Profile {
+    /// Building frequency tables from logits.
+    pub table: std::time::Duration,
+    /// The match model: its prediction mixed into the table, and its
+    /// bookkeeping of each token.
+    pub matcher: std::time::Duration,
+    /// The range coder (one symbol per token).
+    pub coder: std::time::Duration,
+}
+
+impl Profile {
+    /// Adds another coder's times.
+    pub fn merge(&mut self, o: &Profile) {
+        self.table += o.table;
+        self.matcher += o.matcher;
+        self.coder += o.coder;
+    }
+}
+
+/// Runs `f`, adding its time to the slot `pick` chooses when profiling.
+pub(crate) fn timed<T>(
+    profile: &mut Option<Profile>,
+    pick: fn(&mut Profile) -> &mut std::time::Duration,
+    f: impl FnOnce() -> T,
+) -> T {
+    match profile {
+        None => f(),
+        Some(p) => {
+            let t0 = std::time::Instant::now();
+            let r = f();
+            *pick(p) += t0.elapsed();
+            r
+        }
+    }
 }
 
 impl LmLane {
@@ -110,6 +151,7 @@ impl LmLane {
             table: FreqTable::uniform(vocab),
             matcher: MatchModel::default(),
             requests: 0,
+            profile: None,
         }
     }
 
@@ -140,7 +182,12 @@ impl LmLane {
                 self.history.push(token);
                 // Here, not in `feed`: both ends take tokens into the context
                 // one per request, in the same order relative to answers.
-                self.matcher.push(token);
+                let matcher = &mut self.matcher;
+                timed(
+                    &mut self.profile,
+                    |p| &mut p.matcher,
+                    || matcher.push(token),
+                );
                 if self.ctx_len + 1 > self.params.window {
                     Request::Prime {
                         tokens: self.context(self.params.keep as usize),
@@ -163,8 +210,20 @@ impl LmLane {
     /// Takes the answer to the outstanding request.
     pub(crate) fn answer(&mut self, logits: &[f32]) {
         debug_assert_eq!(self.state, State::Waiting);
-        self.table.fill_from_logits(logits);
-        self.matcher.adjust(&mut self.table);
+        let table = &mut self.table;
+        timed(
+            &mut self.profile,
+            |p| &mut p.table,
+            || {
+                table.fill_from_logits(logits);
+            },
+        );
+        let matcher = &mut self.matcher;
+        timed(
+            &mut self.profile,
+            |p| &mut p.matcher,
+            || matcher.adjust(table),
+        );
         self.state = State::Answered;
     }
 

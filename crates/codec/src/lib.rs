@@ -32,7 +32,7 @@ pub use drive::{Coder, Step, drive};
 pub use encoder::{EncodedFrame, StreamEncoder};
 pub use freq::{FreqTable, MAX_VOCAB, PRECISION, TOTAL};
 pub use history::History;
-pub use lane::LmParams;
+pub use lane::{LmParams, Profile};
 pub use predict::{LaneId, PredictError, Predictor, Request};
 pub use probe::numeric_probe;
 pub use tokens::{ByteVocab, Vocabulary};

@@ -45,34 +45,141 @@ pub struct ModelSection {
     pub bos_token_id: u32,
 }
 
-/// `[onnx]` of the manifest: the decoder-with-past contract.
+/// How a graph keeps a lane's context between calls (`[onnx] contract`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Contract {
+    /// Decoder with past, as `optimum` exports causal LMs: the past keys and
+    /// values go in and come back one position longer (`present`), with an
+    /// attention mask and position ids. Rows of one call must share a past
+    /// length, so lanes batch only with lanes of equal context length.
+    #[default]
+    Past,
+    /// A preallocated KV buffer of `kv_len` positions per lane, updated in
+    /// place by `com.microsoft.GroupQueryAttention`, with each row's own
+    /// length in `seqlens_k`: any set of lanes steps in one call
+    /// (`tools/onnx2gqa.py` writes such graphs).
+    Gqa,
+    /// A recurrent model: one token per row and a fixed-size state per lane
+    /// (`states` tensors, `state_in` in, `state_out` out).
+    State,
+}
+
+/// `[onnx]` of the manifest: the graph's file, contract and tensor names.
+/// Which fields are needed depends on `contract`; [`ModelDir::open`] checks.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnnxSection {
     /// Graph file name.
     pub file: String,
-    /// Transformer layers (pairs of past/present tensors).
-    pub layers: usize,
-    /// Key/value heads.
-    pub kv_heads: usize,
-    /// Size of each head.
-    pub head_dim: usize,
-    /// Input `i64[B,S]`.
+    /// How the graph keeps context; `past` when absent.
+    #[serde(default)]
+    pub contract: Contract,
+    /// Input `i64[B,S]` (`S` = 1 under the `state` contract).
     pub input_ids: String,
-    /// Input `i64[B,S]`.
-    pub position_ids: String,
-    /// Input `i64[B,P+S]`.
-    pub attention_mask: String,
-    /// Inputs `f32[B,kv_heads,P,head_dim]`, `{i}` is the layer.
-    pub past_key: String,
-    /// Inputs `f32[B,kv_heads,P,head_dim]`.
-    pub past_value: String,
-    /// Output `f32[B,S,V]`.
+    /// Output `f32[B,S,V]` (`past`) or `f32[B,1,V]` (`gqa`, `state`: after
+    /// each row's last token).
     pub logits: String,
-    /// Outputs `f32[B,kv_heads,P+S,head_dim]`.
-    pub present_key: String,
-    /// Outputs `f32[B,kv_heads,P+S,head_dim]`.
-    pub present_value: String,
+    /// Transformer layers (pairs of past/present tensors); `past`, `gqa`.
+    #[serde(default)]
+    pub layers: Option<usize>,
+    /// Key/value heads; `past`, `gqa`.
+    #[serde(default)]
+    pub kv_heads: Option<usize>,
+    /// Size of each head; `past`, `gqa`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// Input `i64[B,S]`; `past`.
+    #[serde(default)]
+    pub position_ids: Option<String>,
+    /// Input `i64[B,P+S]`; `past`.
+    #[serde(default)]
+    pub attention_mask: Option<String>,
+    /// Inputs `f32[B,kv_heads,P,head_dim]` (`past`) or
+    /// `f32[B,kv_heads,kv_len,head_dim]` (`gqa`); `{i}` is the layer.
+    #[serde(default)]
+    pub past_key: Option<String>,
+    /// Like `past_key`, for values.
+    #[serde(default)]
+    pub past_value: Option<String>,
+    /// Outputs matching `past_key` (`gqa`: the same buffer, written in place).
+    #[serde(default)]
+    pub present_key: Option<String>,
+    /// Outputs matching `past_value`.
+    #[serde(default)]
+    pub present_value: Option<String>,
+    /// Input `i32[B]`: each row's past length plus its new tokens, minus one; `gqa`.
+    #[serde(default)]
+    pub seqlens_k: Option<String>,
+    /// Input `i32[]`: the longest row's total length; `gqa`.
+    #[serde(default)]
+    pub total_sequence_length: Option<String>,
+    /// Positions in each lane's KV buffer (the longest context); `gqa`.
+    #[serde(default)]
+    pub kv_len: Option<u32>,
+    /// Inputs: each lane's state, `{i}` is the state tensor; `state`.
+    #[serde(default)]
+    pub state_in: Option<String>,
+    /// Outputs: the state after the row's token; `state`.
+    #[serde(default)]
+    pub state_out: Option<String>,
+    /// Number of state tensors; `state`.
+    #[serde(default)]
+    pub states: Option<usize>,
+}
+
+impl OnnxSection {
+    /// Checks that the fields `contract` needs are there and sane.
+    fn check(&self, context_length: u32) -> Result<(), String> {
+        let need = |name: &str, present: bool| {
+            if present {
+                Ok(())
+            } else {
+                Err(format!(
+                    "[onnx] contract = \"{}\" needs `{name}`",
+                    match self.contract {
+                        Contract::Past => "past",
+                        Contract::Gqa => "gqa",
+                        Contract::State => "state",
+                    }
+                ))
+            }
+        };
+        match self.contract {
+            Contract::Past | Contract::Gqa => {
+                need("layers", self.layers.is_some_and(|n| n > 0))?;
+                need("kv_heads", self.kv_heads.is_some_and(|n| n > 0))?;
+                need("head_dim", self.head_dim.is_some_and(|n| n > 0))?;
+                need("past_key", self.past_key.is_some())?;
+                need("past_value", self.past_value.is_some())?;
+                need("present_key", self.present_key.is_some())?;
+                need("present_value", self.present_value.is_some())?;
+                if self.contract == Contract::Past {
+                    need("position_ids", self.position_ids.is_some())?;
+                    need("attention_mask", self.attention_mask.is_some())?;
+                } else {
+                    need("seqlens_k", self.seqlens_k.is_some())?;
+                    need(
+                        "total_sequence_length",
+                        self.total_sequence_length.is_some(),
+                    )?;
+                    need("kv_len", self.kv_len.is_some())?;
+                    let kv_len = self.kv_len.unwrap_or(0);
+                    if kv_len < context_length {
+                        return Err(format!(
+                            "[onnx] kv_len {kv_len} is shorter than [model] context_length {context_length}"
+                        ));
+                    }
+                }
+            }
+            Contract::State => {
+                need("state_in", self.state_in.is_some())?;
+                need("state_out", self.state_out.is_some())?;
+                need("states", self.states.is_some_and(|n| n > 0))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[tokenizer]` of the manifest.
@@ -117,6 +224,10 @@ impl ModelDir {
                 manifest.model.vocab_size
             )));
         }
+        manifest
+            .onnx
+            .check(manifest.model.context_length)
+            .map_err(&bad)?;
         let mut id = Sha256::new();
         for file in [&manifest.onnx.file, &manifest.tokenizer.file] {
             let want = manifest
@@ -136,6 +247,15 @@ impl ModelDir {
             id: ModelId(id.finalize().into()),
             manifest,
         })
+    }
+
+    /// The longest context window the graph can hold (`gqa`: its KV
+    /// buffer), if it has such a limit.
+    pub fn max_window(&self) -> Option<u32> {
+        match self.manifest.onnx.contract {
+            Contract::Gqa => self.manifest.onnx.kv_len,
+            Contract::Past | Contract::State => None,
+        }
     }
 
     /// Path of the ONNX graph.

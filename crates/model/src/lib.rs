@@ -9,12 +9,14 @@
 mod dir;
 mod load;
 mod onnx;
+mod peak;
 mod runtime;
 mod vocab;
 
-pub use dir::{Manifest, ModelDir, find_in_project};
+pub use dir::{Contract, Manifest, ModelDir, find_in_project};
 pub use load::{LoadedModel, load_model};
 pub use onnx::{OnnxPredictor, PredictorStats};
+pub use peak::{FlopsPerToken, ShapeMeta, flops_per_token, matmul_peak};
 pub use runtime::{ORT_VERSION, init_runtime, ort_library_path};
 pub use vocab::HfVocab;
 

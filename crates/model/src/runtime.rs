@@ -63,3 +63,15 @@ pub(crate) fn environment() -> Result<ort::environment::Environment> {
         .cloned()
         .expect("initialised above"))
 }
+
+/// A CPU session over the graph at `path` with `threads` intra-op threads
+/// (one inter-op thread: the graphs here are chains).
+pub(crate) fn session(path: &std::path::Path, threads: usize) -> Result<ort::session::Session> {
+    let env = environment()?;
+    Ok(ort::session::Session::builder(&env)?
+        .with_intra_threads(threads)
+        .map_err(ort::Error::from)?
+        .with_inter_threads(1)
+        .map_err(ort::Error::from)?
+        .commit_from_file(path)?)
+}

@@ -1,4 +1,5 @@
-//! The ONNX Runtime predictor: KV caches per lane, batched one-token steps.
+//! The decoder-with-past engine (`contract = "past"`, what `optimum`
+//! exports): KV caches per group of lanes, batched one-token steps.
 //!
 //! Bit-exactness rests on two facts, measured on this runtime and checked by
 //! tests in `integration-tests`: a row of a batched step computes the same
@@ -15,28 +16,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use llmpack_codec::{LaneId, PredictError, Predictor, Request};
+use llmpack_codec::{LaneId, PredictError, Request};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
-use crate::{ModelDir, Result};
-
-/// Counters of the predictor's work.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PredictorStats {
-    /// Model calls.
-    pub calls: u64,
-    /// Step rows computed (sum of batch sizes of step calls).
-    pub step_rows: u64,
-    /// Prime calls.
-    pub primes: u64,
-    /// Tokens run in primes.
-    pub prime_tokens: u64,
-    /// Groups built by gathering rows.
-    pub gathers: u64,
-    /// Seconds spent inside the runtime.
-    pub model_seconds: f64,
-}
+use super::{Answer, check_inputs, fail};
+use crate::{ModelDir, PredictorStats, Result};
 
 #[derive(Debug)]
 struct Names {
@@ -57,39 +42,24 @@ struct Group {
     kv: Vec<DynValue>,
 }
 
-/// Answers coding lanes' requests with an ONNX decoder-with-past model.
 #[derive(Debug)]
-pub struct OnnxPredictor {
-    session: Session,
+pub(crate) struct PastEngine {
     names: Names,
     kv_heads: usize,
     head_dim: usize,
     vocab: usize,
     groups: Vec<Option<Group>>,
     lanes: HashMap<LaneId, (usize, usize)>,
-    stats: PredictorStats,
 }
 
-fn fail(e: impl std::fmt::Display) -> PredictError {
-    PredictError(e.to_string())
-}
-
-impl OnnxPredictor {
-    /// Loads the model's graph with `threads` intra-op threads. Call
-    /// [`crate::init_runtime`] first.
-    pub fn load(dir: &ModelDir, threads: usize) -> Result<Self> {
-        let env = crate::runtime::environment()?;
+impl PastEngine {
+    pub(crate) fn new(dir: &ModelDir, session: &Session) -> Result<Self> {
         let o = &dir.manifest.onnx;
-        let session = Session::builder(&env)?
-            .with_intra_threads(threads)
-            .map_err(ort::Error::from)?
-            .with_inter_threads(1)
-            .map_err(ort::Error::from)?
-            .commit_from_file(dir.onnx_path())?;
-        let layer = |pat: &str, i: usize| pat.replace("{i}", &i.to_string());
+        let field = |f: &Option<String>| f.clone().unwrap_or_default();
+        let layer = |pat: &Option<String>, i: usize| field(pat).replace("{i}", &i.to_string());
         let mut past = Vec::new();
         let mut present = Vec::new();
-        for i in 0..o.layers {
+        for i in 0..o.layers.unwrap_or(0) {
             past.push(layer(&o.past_key, i));
             past.push(layer(&o.past_value, i));
             present.push(layer(&o.present_key, i));
@@ -97,54 +67,52 @@ impl OnnxPredictor {
         }
         let names = Names {
             input_ids: o.input_ids.clone(),
-            position_ids: o.position_ids.clone(),
-            attention_mask: o.attention_mask.clone(),
+            position_ids: field(&o.position_ids),
+            attention_mask: field(&o.attention_mask),
             past,
             present,
             logits: o.logits.clone(),
         };
-        for n in [&names.input_ids, &names.position_ids, &names.attention_mask]
-            .into_iter()
-            .chain(&names.past)
-        {
-            if !session.inputs().iter().any(|i| i.name() == n) {
-                return Err(crate::Error::Manifest {
-                    path: dir.path.join("manifest.toml"),
-                    why: format!("the graph has no input `{n}`"),
-                });
-            }
-        }
-        Ok(OnnxPredictor {
+        check_inputs(
             session,
+            dir,
+            [&names.input_ids, &names.position_ids, &names.attention_mask]
+                .into_iter()
+                .chain(&names.past)
+                .map(String::as_str),
+        )?;
+        Ok(PastEngine {
             names,
-            kv_heads: o.kv_heads,
-            head_dim: o.head_dim,
+            kv_heads: o.kv_heads.unwrap_or(1),
+            head_dim: o.head_dim.unwrap_or(1),
             vocab: dir.manifest.model.vocab_size,
             groups: Vec::new(),
             lanes: HashMap::new(),
-            stats: PredictorStats::default(),
         })
     }
 
-    /// Work counters so far.
-    pub fn stats(&self) -> PredictorStats {
-        self.stats
-    }
-
     /// Lanes currently holding a cache.
-    pub fn live_lanes(&self) -> usize {
+    pub(crate) fn live_lanes(&self) -> usize {
         self.lanes.len()
     }
 
     /// Removes `lane` from its group, dropping the group when it empties.
     fn detach(&mut self, lane: LaneId) {
-        if let Some((g, r)) = self.lanes.remove(&lane) {
-            let group = self.groups[g]
-                .as_mut()
-                .expect("lane points at a live group");
+        if let Some((g, r)) = self.lanes.remove(&lane)
+            && let Some(group) = self.groups.get_mut(g).and_then(Option::as_mut)
+        {
             group.rows[r] = None;
             if group.rows.iter().all(Option::is_none) {
                 self.groups[g] = None;
+            }
+        }
+    }
+
+    /// Forgets every lane of group `g` (its caches were lost to a failed call).
+    fn drop_group(&mut self, g: usize) {
+        if let Some(group) = self.groups.get_mut(g).and_then(Option::take) {
+            for lane in group.rows.into_iter().flatten() {
+                self.lanes.remove(&lane);
             }
         }
     }
@@ -169,8 +137,11 @@ impl OnnxPredictor {
     /// Runs the graph on `tokens` (`rows` rows of equal length) after `past`.
     /// Returns the present tensors and calls `answer(row, logits)` with each
     /// row's logits after its last token.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
+        session: &mut Session,
+        stats: &mut PredictorStats,
         rows: usize,
         tokens: &[i64],
         past_len: usize,
@@ -217,7 +188,7 @@ impl OnnxPredictor {
             }
         }
         let t0 = Instant::now();
-        let mut outputs = self.session.run(inputs).map_err(fail)?;
+        let mut outputs = session.run(inputs).map_err(fail)?;
         let mut present = Vec::with_capacity(self.names.present.len());
         for name in &self.names.present {
             present.push(
@@ -244,14 +215,19 @@ impl OnnxPredictor {
             answer(r, &data[last..last + v]);
         }
         drop(outputs);
-        self.stats.calls += 1;
-        self.stats.model_seconds += t0.elapsed().as_secs_f64();
+        stats.calls += 1;
+        stats.model_seconds += t0.elapsed().as_secs_f64();
         Ok(present)
     }
 
     /// Builds a group of `lanes` (all with past length `past_len`) by copying
     /// their rows out of the groups that hold them.
-    fn gather(&mut self, lanes: &[LaneId], past_len: usize) -> Result<usize, PredictError> {
+    fn gather(
+        &mut self,
+        stats: &mut PredictorStats,
+        lanes: &[LaneId],
+        past_len: usize,
+    ) -> Result<usize, PredictError> {
         let row_len = self.kv_heads * past_len * self.head_dim;
         let n = lanes.len();
         let mut kv = Vec::with_capacity(self.names.past.len());
@@ -270,7 +246,7 @@ impl OnnxPredictor {
         for lane in lanes {
             self.detach(*lane);
         }
-        self.stats.gathers += 1;
+        stats.gathers += 1;
         Ok(self.insert_group(Group {
             rows: lanes.iter().map(|l| Some(*l)).collect(),
             past_len,
@@ -279,15 +255,13 @@ impl OnnxPredictor {
     }
 }
 
-impl Predictor for OnnxPredictor {
-    fn vocab_size(&self) -> usize {
-        self.vocab
-    }
-
-    fn predict(
+impl PastEngine {
+    pub(crate) fn predict(
         &mut self,
+        session: &mut Session,
         batch: &[(LaneId, Request)],
-        answer: &mut dyn FnMut(usize, &[f32]),
+        answer: Answer<'_>,
+        stats: &mut PredictorStats,
     ) -> Result<(), PredictError> {
         // Primes: one lane at a time, each into a group of its own.
         let mut steps: BTreeMap<usize, Vec<(usize, LaneId, u32)>> = BTreeMap::new();
@@ -299,9 +273,12 @@ impl Predictor for OnnxPredictor {
                     }
                     self.detach(*lane);
                     let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-                    let present = self.run(1, &ids, 0, Vec::new(), &mut |_, l| answer(i, l))?;
-                    self.stats.primes += 1;
-                    self.stats.prime_tokens += tokens.len() as u64;
+                    let present =
+                        self.run(session, stats, 1, &ids, 0, Vec::new(), &mut |_, l| {
+                            answer(i, l)
+                        })?;
+                    stats.primes += 1;
+                    stats.prime_tokens += tokens.len() as u64;
                     self.insert_group(Group {
                         rows: vec![Some(*lane)],
                         past_len: tokens.len(),
@@ -328,9 +305,9 @@ impl Predictor for OnnxPredictor {
             let g = if in_place {
                 g0
             } else {
-                self.gather(&lanes, past_len)?
+                self.gather(stats, &lanes, past_len)?
             };
-            let group = self.groups[g].take().expect("live group");
+            let group = self.groups[g].as_ref().expect("live group");
             // Tokens in row order; remember which request each row answers.
             let mut tokens = vec![0i64; group.rows.len()];
             let mut request_of_row = vec![0usize; group.rows.len()];
@@ -340,20 +317,32 @@ impl Predictor for OnnxPredictor {
                 request_of_row[r] = i;
             }
             let rows = group.rows.len();
-            let present = self.run(rows, &tokens, past_len, group.kv, &mut |r, l| {
-                answer(request_of_row[r], l)
-            })?;
-            self.stats.step_rows += rows as u64;
-            self.groups[g] = Some(Group {
-                rows: group.rows,
-                past_len: past_len + 1,
-                kv: present,
-            });
+            // The call takes the caches; a failed call loses them, and the
+            // group's lanes are forgotten (their next request must prime).
+            let kv = std::mem::take(&mut self.groups[g].as_mut().expect("live group").kv);
+            let before = stats.model_seconds;
+            let present =
+                match self.run(session, stats, rows, &tokens, past_len, kv, &mut |r, l| {
+                    answer(request_of_row[r], l)
+                }) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.drop_group(g);
+                        return Err(e);
+                    }
+                };
+            stats.step_calls += 1;
+            stats.step_seconds += stats.model_seconds - before;
+            stats.step_rows += rows as u64;
+            stats.step_context += (rows * (past_len + 1)) as u64;
+            let group = self.groups[g].as_mut().expect("live group");
+            group.past_len = past_len + 1;
+            group.kv = present;
         }
         Ok(())
     }
 
-    fn release(&mut self, lane: LaneId) {
+    pub(crate) fn release(&mut self, lane: LaneId) {
         self.detach(lane);
     }
 }
