@@ -170,7 +170,15 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
                 e
             })
             .collect();
-        let bar = size::bar(2 * tokens, &format!("{lanes:>3} lanes"));
+        let bar = indicatif::ProgressBar::new(2 * tokens);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} tokens (encode, then decode) eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{lanes:>3} lanes"));
         let p = &mut loaded.predictor;
         let t0 = Instant::now();
         let mut frames: Vec<Vec<llmpack_codec::EncodedFrame>> = vec![Vec::new(); lanes];

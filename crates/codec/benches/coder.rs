@@ -32,6 +32,10 @@ fn tables(c: &mut Criterion) {
     let mut t = FreqTable::uniform(VOCAB);
     let mut g = c.benchmark_group("freq_table");
     g.throughput(Throughput::Elements(1));
+    let small: Vec<f32> = logits(7)[..4096].to_vec();
+    g.bench_function("fill_from_logits_4096", |b| {
+        b.iter(|| t.fill_from_logits(black_box(&small)));
+    });
     g.bench_function("fill_from_logits_49152", |b| {
         b.iter(|| t.fill_from_logits(black_box(&l)))
     });

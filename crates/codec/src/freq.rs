@@ -102,16 +102,10 @@ impl FreqTable {
             return;
         }
         let m = f64::from(m);
-        // The weights first, branch-free so the compiler vectorizes them
-        // (the same operations per element as one at a time: same bits),
-        // then their sum in index order.
-        self.weights.clear();
-        self.weights.extend(logits.iter().map(|&l| {
-            let finite = l.is_finite();
-            let x = if finite { f64::from(l) - m } else { -88.0 };
-            let w = exp_det(x.max(-88.0));
-            if finite { w } else { 0.0 }
-        }));
+        // The weights (vectorized, the same operations per element as one at
+        // a time: same bits), then their sum in index order.
+        self.weights.resize(vocab, 0.0);
+        weights(logits, m, &mut self.weights);
         let mut sum = 0.0f64;
         for &w in &self.weights {
             sum += w;
@@ -119,24 +113,22 @@ impl FreqTable {
         // sum >= 1: the maximum contributes exp(0) = 1.
         let budget = TOTAL - u32::try_from(vocab).expect("checked above");
         let scale = f64::from(budget) / sum;
-        self.cdf.clear();
-        self.cdf.push(0);
+        // Frequencies, the first largest, then the running sum: three
+        // passes, the first two vectorized.
+        self.cdf.resize(vocab + 1, 0);
+        self.cdf[0] = 0;
+        frequencies(&self.weights, scale, budget, &mut self.cdf[1..]);
+        let bf = self.cdf[1..].iter().copied().max().unwrap_or(1);
+        let bi = self.cdf[1..].iter().position(|&f| f == bf).unwrap_or(0);
         let mut acc = 0u32;
-        let mut best = (0usize, 0u32);
-        for (i, &w) in self.weights.iter().enumerate() {
-            // w * scale is in [0, budget] up to rounding; `as` truncates,
-            // which is floor for non-negative values, and saturates.
-            #[allow(clippy::cast_possible_truncation)]
-            let f = 1 + ((w * scale) as u32).min(budget);
-            if f > best.1 {
-                best = (i, f);
-            }
-            acc = acc.saturating_add(f);
-            self.cdf.push(acc);
+        for c in &mut self.cdf[1..] {
+            // At most budget + vocab = TOTAL in all: the floors sum to at
+            // most budget.
+            acc = acc.saturating_add(*c);
+            *c = acc;
         }
         // Give the rounding remainder (or take the rounding excess) to the
         // first most likely token.
-        let (bi, bf) = best;
         let adjusted = i64::from(bf) + i64::from(TOTAL) - i64::from(acc);
         if adjusted < 1 {
             // Cannot happen with finite weights; stay codable regardless.
@@ -192,6 +184,33 @@ impl FreqTable {
     fn lookup(&self, quantile: u32) -> usize {
         // The last i with cdf[i] <= quantile; frequencies are >= 1 so it is unique.
         self.cdf.partition_point(|&c| c <= quantile) - 1
+    }
+}
+
+/// Step 2 of the procedure: `out[i] = exp_det(max(l[i] - m, -88))`, or 0
+/// for a non-finite logit. Compiled for AVX2 too and picked at run time:
+/// the same IEEE operations (no fused multiply-add), so the same bits.
+#[multiversion::multiversion(targets("x86_64+avx2", "aarch64+neon"))]
+fn weights(logits: &[f32], m: f64, out: &mut [f64]) {
+    for (o, &l) in out.iter_mut().zip(logits) {
+        let finite = l.is_finite();
+        let x = if finite { f64::from(l) - m } else { -88.0 };
+        let w = exp_det(x.max(-88.0));
+        *o = if finite { w } else { 0.0 };
+    }
+}
+
+/// Step 4 without the running sum: `f[i] = 1 + floor(w[i] * scale)`, at
+/// most `1 + budget`.
+#[multiversion::multiversion(targets("x86_64+avx2", "aarch64+neon"))]
+fn frequencies(weights: &[f64], scale: f64, budget: u32, out: &mut [u32]) {
+    let cap = f64::from(budget);
+    for (o, &w) in out.iter_mut().zip(weights) {
+        // w * scale is in [0, budget] up to rounding, below 2^31: truncating
+        // to an integer is floor.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let f = (w * scale).min(cap) as i32 as u32;
+        *o = 1 + f;
     }
 }
 
