@@ -115,7 +115,9 @@ impl StreamDecoder {
                 header.payload_len
             )));
         }
-        if header.tokens > 0 && self.lane.is_none() {
+        // An `lm` frame needs the model even when it claims no tokens (a
+        // peer's header can say anything).
+        if (header.tokens > 0 || header.codec == Codec::Lm) && self.lane.is_none() {
             return Err(DecodeError::NeedsModel);
         }
         let orig_len = header.orig_len as usize;
@@ -200,7 +202,12 @@ impl StreamDecoder {
     /// [`Self::take_output`]) or a request is already outstanding.
     pub fn poll_request(&mut self) -> Option<Request> {
         let job = self.job.as_mut()?;
-        let lane = self.lane.as_mut().expect("lm jobs exist only with a lane");
+        let Some(lane) = self.lane.as_mut() else {
+            // `start` refuses lm frames without a lane; stay safe regardless.
+            self.job = None;
+            self.ready = Some(Err(DecodeError::NeedsModel));
+            return None;
+        };
         let mut failure = None;
         while job.done < job.header.tokens {
             if !lane.ready() {

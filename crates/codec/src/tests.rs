@@ -237,6 +237,39 @@ proptest! {
     }
 }
 
+proptest! {
+    /// A decoder without a model (`zstd` policy, or a receiver that switched
+    /// the model off) refuses any `lm` frame, whatever its token count,
+    /// and never asks the predictor for anything.
+    #[test]
+    fn model_less_decoder_never_panics(
+        payload in proptest::collection::vec(any::<u8>(), 0..300),
+        codec in 0u8..3,
+        orig_len in 0u32..400,
+        tokens in 0u32..400,
+    ) {
+        let header = FrameHeader {
+            codec: Codec::from_byte(codec).unwrap(),
+            orig_len,
+            payload_len: u32::try_from(payload.len()).unwrap(),
+            tokens: tokens.min(orig_len),
+            checksum: 0,
+        };
+        let cfg = StreamConfig { policy: Policy::Zstd, lm: None, ..StreamConfig::default() };
+        let v = vocab();
+        let mut rx = ToyPredictor::new(v.vocab_size());
+        let mut d = StreamDecoder::new(0, &cfg, v, b"");
+        d.push(header, payload);
+        let step = drive(&mut rx, &mut [&mut d], &mut |_| {}).unwrap();
+        prop_assert_eq!(step.requests, 0);
+        let out = d.take_output();
+        prop_assert!(out.is_some());
+        if header.codec == Codec::Lm {
+            prop_assert!(matches!(out, Some(Err(DecodeError::NeedsModel))));
+        }
+    }
+}
+
 /// A byte vocabulary without tokens for bytes >= 0xF0, escaped through
 /// token 256 with stand-in bytes 0x00.. (like SmolLM2's, which lacks 21 bytes).
 struct SparseVocab(ByteVocab);
