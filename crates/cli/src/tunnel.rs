@@ -48,6 +48,34 @@ async fn shutdown_signal() {
 pub fn check(path: &Path) -> Result<()> {
     let config = Config::load(path).with_context(|| format!("config {}", path.display()))?;
     print!("{}", config.describe());
+    // The files the proxy will read at start, read the same way now: a
+    // missing, unreadable or mismatched key fails here, not at start-up.
+    let link = &config.link;
+    if let Some(id) = &link.identity {
+        let loaded =
+            llmpack_transport::Identity::load(&id.certificate, &id.key).with_context(|| {
+                format!(
+                    "{}: link.certificate / link.key ({} / {})",
+                    path.display(),
+                    id.certificate.display(),
+                    id.key.display()
+                )
+            })?;
+        println!("  this end's certificate: SHA-256 {}", loaded.fingerprint());
+    }
+    if let Some(peer) = &link.peer_certificate {
+        let pin = llmpack_transport::load_certificate(peer).with_context(|| {
+            format!(
+                "{}: link.peer_certificate ({})",
+                path.display(),
+                peer.display()
+            )
+        })?;
+        println!(
+            "  pinned peer certificate: SHA-256 {}",
+            llmpack_transport::fingerprint(&pin)
+        );
+    }
     println!("{}: ok", path.display());
     Ok(())
 }

@@ -344,3 +344,56 @@ fn lm_round_trip_and_wrong_model_refused() {
     bad[at + FRAME_HEADER_LEN + 2] ^= 0x01;
     assert_rejected(&dir, &bad, &model_args(), "lm payload bit flip");
 }
+
+/// `check-config` reads the certificate and key files the proxy will read,
+/// and names what is wrong with them.
+#[test]
+fn check_config_reads_the_key_and_certificate_files() {
+    let dir = TempDir::new("check-config");
+    let keys = dir.path("keys");
+    let out = run(bin().arg("keygen").arg("--out").arg(&keys));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.path("receiver.toml");
+    std::fs::write(
+        &config,
+        "role = \"receiver\"\n[link]\nlisten = \"127.0.0.1:4433\"\n\
+         certificate = \"keys/receiver.crt\"\nkey = \"keys/receiver.key\"\n\
+         peer_certificate = \"keys/sender.crt\"\n\
+         [[tunnel]]\nname = \"web\"\ntarget = \"127.0.0.1:8081\"\ncodec = \"zstd\"\n",
+    )
+    .unwrap();
+    let check = || run(bin().arg("check-config").arg(&config));
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pinned peer certificate: SHA-256"),
+        "{stdout}"
+    );
+    // A missing key.
+    std::fs::rename(keys.join("receiver.key"), keys.join("receiver.key.bak")).unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("link.certificate / link.key"), "{stderr}");
+    assert!(stderr.contains("receiver.key"), "{stderr}");
+    // Another certificate's key.
+    std::fs::copy(keys.join("sender.key"), keys.join("receiver.key")).unwrap();
+    let out = check();
+    assert!(!out.status.success(), "a key of another certificate passed");
+    // A peer certificate that is not PEM.
+    std::fs::rename(keys.join("receiver.key.bak"), keys.join("receiver.key")).unwrap();
+    std::fs::write(keys.join("sender.crt"), "not a certificate\n").unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("link.peer_certificate"), "{stderr}");
+}

@@ -310,11 +310,18 @@ impl BlockDecoder {
     }
 
     /// Replaces a block by the items that came on the reliable path. Returns
-    /// `false` (and drops them) if the block was already decoded.
+    /// `false` (and drops them) if the block was already decoded, or if it
+    /// is `max_blocks` or more ahead of the next block to deliver: the same
+    /// bound as for symbols, so a peer's block numbers cannot grow the map
+    /// (such a fallback counts as rejected).
     pub fn handle_fallback(&mut self, now: Instant, block: u32, items: Vec<Vec<u8>>) -> bool {
         if block < self.next_deliver
             || matches!(self.blocks.get(&block), Some(Rx::Done(_) | Rx::Delivered))
         {
+            return false;
+        }
+        if block - self.next_deliver >= self.config.max_blocks {
+            self.stats.rejected += 1;
             return false;
         }
         self.blocks.insert(block, Rx::Done(items));

@@ -105,6 +105,42 @@ pub(crate) async fn start(
     ))
 }
 
+/// Failed link attempts, logged at a bounded rate.
+static FAILED_ATTEMPTS: Throttle = Throttle::new(Duration::from_secs(10));
+
+/// Lets an event through at most once per `every`; counts the others.
+#[derive(Debug)]
+struct Throttle {
+    every: Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    const fn new(every: Duration) -> Self {
+        Throttle {
+            every,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)`: log now, for `n` events (this one and those held back
+    /// since the last line); `None`: hold this one back.
+    fn allow(&self, now: std::time::Instant) -> Option<u64> {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.1 += 1;
+        match s.0 {
+            Some(last) if now.duration_since(last) < self.every => None,
+            _ => {
+                s.0 = Some(now);
+                Some(std::mem::take(&mut s.1))
+            }
+        }
+    }
+}
+
 async fn link(
     incoming: quinn::Incoming,
     policy: Arc<ServerPolicy>,
@@ -117,7 +153,11 @@ async fn link(
         Err(e) => {
             metrics::counter!("llmpack_handshake_failures_total", "role" => "receiver")
                 .increment(1);
-            warn!(%remote, error = %e, "link attempt failed (TLS: wrong or unpinned certificate?)");
+            // Anyone can send UDP here: one line per 10 s at most, with the
+            // count of the attempts it stands for.
+            if let Some(attempts) = FAILED_ATTEMPTS.allow(std::time::Instant::now()) {
+                warn!(%remote, error = %e, attempts, "link attempt failed (TLS: wrong or unpinned certificate?); at most one such line per 10 s");
+            }
             return;
         }
     };
@@ -294,5 +334,22 @@ async fn stream(
     if let Err(e) = result {
         warn!(tunnel = %name, %target, error = %e, "connection failed; resetting it");
         abort(&tcp, &mut send, &mut recv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_lets_one_event_through_per_period_and_counts_the_rest() {
+        let t = Throttle::new(Duration::from_secs(10));
+        let t0 = std::time::Instant::now();
+        assert_eq!(t.allow(t0), Some(1));
+        for i in 1..1000 {
+            assert_eq!(t.allow(t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(t.allow(t0 + Duration::from_secs(11)), Some(1000));
+        assert_eq!(t.allow(t0 + Duration::from_secs(12)), None);
     }
 }

@@ -194,3 +194,21 @@ fn a_wholly_lost_block_is_asked_for_once_a_later_one_arrives() {
     assert_eq!(dec.poll_item().as_deref(), Some(&b"zero"[..]));
     assert_eq!(dec.poll_item().as_deref(), Some(&b"one"[..]));
 }
+
+#[test]
+fn fallbacks_far_ahead_are_refused_and_take_no_memory() {
+    let mut dec = decoder(4);
+    let t = Instant::now();
+    for b in 4..10_000 {
+        assert!(
+            !dec.handle_fallback(t, b, vec![b"far".to_vec()]),
+            "block {b}"
+        );
+    }
+    assert_eq!(dec.stats().rejected, 9_996);
+    // Within the window they are taken, and delivered in order.
+    assert!(dec.handle_fallback(t, 1, vec![b"one".to_vec()]));
+    assert!(dec.handle_fallback(t, 0, vec![b"zero".to_vec()]));
+    let items: Vec<_> = std::iter::from_fn(|| dec.poll_item()).collect();
+    assert_eq!(items, [b"zero".to_vec(), b"one".to_vec()]);
+}
