@@ -153,6 +153,50 @@ async fn max_connections_is_enforced() {
     p.shutdown().await;
 }
 
+/// More concurrent connections than quinn's default stream limit (1024):
+/// the link's limit follows `limits.max_connections`, and every one is
+/// served while all are open at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_connections_than_1024_are_all_served() {
+    let dir = scratch("many");
+    keys(&dir);
+    let echo = echo_server().await;
+    let o = Opts {
+        limits: "max_connections = 1500".into(),
+        ..Opts::default()
+    };
+    let p = pair(&dir, &[tunnel("z", "raw", echo)], &o).await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = 1200;
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = tokio::net::TcpStream::connect(p.addr("z")).await.unwrap();
+        s.write_all(format!("{i:06}").as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    // All open; each answer checked while the others still hold their streams.
+    let answers = held.into_iter().enumerate().map(|(i, mut s)| async move {
+        let mut b = [0u8; 6];
+        let got = tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut b)).await;
+        (
+            i,
+            got.is_ok_and(|r| r.is_ok()) && b == *format!("{i:06}").as_bytes(),
+            s,
+        )
+    });
+    let results = futures::future::join_all(answers).await;
+    let bad: Vec<usize> = results.iter().filter(|r| !r.1).map(|r| r.0).collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {n} connections not served: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(10)]
+    );
+    drop(results);
+    p.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_target_closes_the_client() {
     let dir = scratch("refused");

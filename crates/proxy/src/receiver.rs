@@ -58,7 +58,7 @@ pub(crate) async fn start(
             identity,
             client_pin,
         },
-        &transport_tuning(lc),
+        &transport_tuning(lc, config.limits.max_connections),
     )
     .with_context(|| format!("link.listen {listen}"))?;
     let at = endpoint.local_addr()?;

@@ -206,9 +206,18 @@ impl std::fmt::Debug for ModelParts {
 }
 
 /// The QUIC transport settings of a link end.
-pub(crate) fn transport_tuning(link: &LinkConfig) -> Tuning {
+/// Streams the link allows beyond `limits.max_connections`: a closed
+/// connection's stream lingers until both ends have seen its end.
+const STREAM_MARGIN: usize = 64;
+
+pub(crate) fn transport_tuning(link: &LinkConfig, max_connections: usize) -> Tuning {
     let fec = link.mode == LinkMode::DatagramFec;
     Tuning {
+        // One stream per tunnelled connection: the link's limit follows
+        // limits.max_connections (never below quinn's usual 1024).
+        max_streams: u32::try_from(max_connections.saturating_add(STREAM_MARGIN))
+            .unwrap_or(u32::MAX)
+            .max(Tuning::DEFAULT_MAX_STREAMS),
         datagrams: fec,
         // A few datagrams: the FEC task keeps quinn fed, and feedback never
         // queues behind seconds of symbols on a slow link.

@@ -23,6 +23,8 @@ use crate::run::{Running, Shared, running, transport_tuning};
 
 /// How long a new client waits for the link to come up before it is closed.
 const LINK_WAIT: Duration = Duration::from_secs(10);
+/// How long a client waits for the link to grant its connection a stream.
+const STREAM_WAIT: Duration = Duration::from_secs(10);
 
 /// The link as it stands: the QUIC connection and whether the handshake
 /// turned model coding on.
@@ -55,8 +57,13 @@ pub(crate) async fn start(
         }
         None => None,
     };
-    let endpoint = client_endpoint(lc.bind, pin, identity, &transport_tuning(lc))
-        .with_context(|| format!("link.bind {}", lc.bind))?;
+    let endpoint = client_endpoint(
+        lc.bind,
+        pin,
+        identity,
+        &transport_tuning(lc, config.limits.max_connections),
+    )
+    .with_context(|| format!("link.bind {}", lc.bind))?;
     let token = match &lc.token {
         Some(t) => Some(
             llmpack_transport::Secret::new(t.expose().to_vec())
@@ -228,10 +235,21 @@ async fn client(
         warn!(tunnel = %t.name, %peer, "no link to the receiver; closing the client");
         return;
     };
-    let (mut send, mut recv) = match link.conn.open_bi().await {
-        Ok(s) => s,
-        Err(e) => {
+    // The receiver grants streams as earlier ones end; a client waits for
+    // one a bounded time, then is refused, never silently held.
+    let (mut send, mut recv) = match tokio::time::timeout(STREAM_WAIT, link.conn.open_bi()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             warn!(tunnel = %t.name, %peer, error = %e, "cannot open a stream on the link");
+            return;
+        }
+        Err(_) => {
+            warn!(
+                tunnel = %t.name, %peer, wait = ?STREAM_WAIT,
+                "refusing client: the link granted no stream in time (the receiver's limits.max_connections?)"
+            );
+            metrics::counter!("llmpack_connections_refused_total", "tunnel" => t.name.clone(), "reason" => "no_stream")
+                .increment(1);
             return;
         }
     };
