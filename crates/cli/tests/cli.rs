@@ -397,3 +397,112 @@ fn check_config_reads_the_key_and_certificate_files() {
     assert!(!out.status.success());
     assert!(stderr.contains("link.peer_certificate"), "{stderr}");
 }
+
+/// A receiver killed with SIGKILL and restarted: the sender learns of it
+/// from the restarted receiver's stateless reset (its key survives the
+/// restart) and the tunnel carries traffic again within seconds, not at the
+/// link's idle timeout.
+#[test]
+fn a_killed_and_restarted_receiver_is_back_within_seconds() {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+    use std::time::{Duration, Instant};
+
+    let dir = TempDir::new("restart");
+    let out = run(bin().arg("keygen").arg("--out").arg(dir.path("keys")));
+    assert!(out.status.success());
+    // An echo server.
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_at = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = Vec::new();
+                if s.read_to_end(&mut buf).is_ok() {
+                    let _ = s.write_all(&buf);
+                }
+            });
+        }
+    });
+    let udp = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let rconf = dir.path("receiver.toml");
+    std::fs::write(
+        &rconf,
+        format!(
+            "role = \"receiver\"\n[link]\nlisten = \"{udp}\"\ncertificate = \"keys/receiver.crt\"\n\
+             key = \"keys/receiver.key\"\npeer_certificate = \"keys/sender.crt\"\n\
+             [[tunnel]]\nname = \"echo\"\ntarget = \"{echo_at}\"\ncodec = \"raw\"\n"
+        ),
+    )
+    .unwrap();
+    let sconf = dir.path("sender.toml");
+    std::fs::write(
+        &sconf,
+        format!(
+            "role = \"sender\"\n[link]\nconnect = \"{udp}\"\ncertificate = \"keys/sender.crt\"\n\
+             key = \"keys/sender.key\"\npeer_certificate = \"keys/receiver.crt\"\n\
+             [[tunnel]]\nname = \"echo\"\nlisten = \"{tcp}\"\ncodec = \"raw\"\n"
+        ),
+    )
+    .unwrap();
+    let start = |role: &str, conf: &Path| {
+        bin()
+            .arg(role)
+            .arg("--config")
+            .arg(conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path(&format!("{role}.log"))).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    // One exchange through the tunnel, given a second at most.
+    let exchange = || -> bool {
+        let Ok(mut s) = TcpStream::connect_timeout(&tcp, Duration::from_millis(500)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut got = Vec::new();
+        s.write_all(b"ping\n").is_ok()
+            && s.shutdown(Shutdown::Write).is_ok()
+            && s.read_to_end(&mut got).is_ok()
+            && got == b"ping\n"
+    };
+    let until = |limit: Duration| -> Option<Duration> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if exchange() {
+                return Some(t0.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    };
+    let mut receiver = start("receiver", &rconf);
+    let mut sender = start("sender", &sconf);
+    let first = until(Duration::from_secs(20));
+    assert!(first.is_some(), "the tunnel never carried traffic");
+    receiver.kill().unwrap(); // SIGKILL: no close reaches the sender
+    receiver.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut receiver = start("receiver", &rconf);
+    let back = until(Duration::from_secs(25));
+    let _ = receiver.kill();
+    let _ = sender.kill();
+    let _ = receiver.wait();
+    let _ = sender.wait();
+    let log = std::fs::read_to_string(dir.path("sender.log")).unwrap_or_default();
+    let back = back.unwrap_or_else(|| panic!("the tunnel did not come back; sender log:\n{log}"));
+    eprintln!("traffic again {back:?} after the receiver's restart");
+    assert!(
+        back < Duration::from_secs(5),
+        "traffic came back only {back:?} after the restart; sender log:\n{log}"
+    );
+}

@@ -169,6 +169,11 @@ impl Identity {
     pub(crate) fn chain_and_key(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         (vec![self.cert.clone()], self.key.clone_key())
     }
+
+    /// The private key's DER bytes (for keys derived from it).
+    pub(crate) fn key_der(&self) -> &[u8] {
+        self.key.secret_der()
+    }
 }
 
 impl Clone for Identity {
