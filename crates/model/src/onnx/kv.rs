@@ -18,7 +18,7 @@ use ort::session::Session;
 
 use super::raw::{self, Cpu, In, InOut, Out};
 use super::slots::Slots;
-use super::{Answer, fail};
+use super::{Answer, Engine, check_inputs, fail, manifest_error};
 use crate::{ModelDir, PredictorStats};
 
 #[derive(Debug)]
@@ -46,10 +46,7 @@ pub(crate) struct KvEngine {
 impl KvEngine {
     pub(crate) fn new(dir: &ModelDir, session: &Session) -> crate::Result<KvEngine> {
         let o = &dir.manifest.onnx;
-        let bad = |why: String| crate::Error::Manifest {
-            path: dir.path.join("manifest.toml"),
-            why,
-        };
+        let bad = manifest_error(dir);
         let c = |s: &str| raw::cname(s).map_err(&bad);
         let layer = |pat: &Option<String>, i: usize| {
             c(&pat
@@ -80,39 +77,16 @@ impl KvEngine {
             logits_buf: Vec::new(),
             cpu: Cpu::new().map_err(crate::Error::Runtime)?,
         };
-        e.check_inputs(session, dir)?;
-        Ok(e)
-    }
-
-    /// The graph has every input the manifest names.
-    fn check_inputs(&self, session: &Session, dir: &ModelDir) -> crate::Result<()> {
-        let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-        let wanted = [&self.input_ids, &self.seqlens_k, &self.total]
+        let wanted = [&e.input_ids, &e.seqlens_k, &e.total]
             .into_iter()
-            .chain(self.kv_names.iter().map(|(p, _)| p));
-        for n in wanted {
-            let n = n.to_str().unwrap_or_default();
-            if !inputs.contains(&n) {
-                return Err(crate::Error::Manifest {
-                    path: dir.path.join("manifest.toml"),
-                    why: format!("the graph has no input `{n}`"),
-                });
-            }
-        }
-        Ok(())
+            .chain(e.kv_names.iter().map(|(p, _)| p))
+            .map(|n| n.to_str().unwrap_or_default());
+        check_inputs(session, dir, wanted)?;
+        Ok(e)
     }
 
     fn row_len(&self) -> usize {
         self.kv_heads * self.kv_len * self.head_dim
-    }
-
-    /// Bytes of KV buffer per lane.
-    pub(crate) fn bytes_per_lane(&self) -> usize {
-        self.row_len() * self.kv_names.len() * 4
-    }
-
-    pub(crate) fn live_lanes(&self) -> usize {
-        self.slots.lanes()
     }
 
     /// Grows or shrinks the buffers to the slots' row count.
@@ -206,8 +180,10 @@ impl KvEngine {
         stats.calls += 1;
         r.map_err(fail)
     }
+}
 
-    pub(crate) fn predict(
+impl Engine for KvEngine {
+    fn predict(
         &mut self,
         session: &mut Session,
         batch: &[(LaneId, Request)],
@@ -274,11 +250,19 @@ impl KvEngine {
         Ok(())
     }
 
-    pub(crate) fn release(&mut self, lane: LaneId) {
+    fn release(&mut self, lane: LaneId) {
         if let Some(r) = self.slots.get(lane) {
             self.len[r] = 0;
             self.slots.release(lane);
             self.fit_rows();
         }
+    }
+
+    fn live_lanes(&self) -> usize {
+        self.slots.lanes()
+    }
+
+    fn bytes_per_lane(&self) -> Option<usize> {
+        Some(self.row_len() * self.kv_names.len() * 4)
     }
 }

@@ -64,20 +64,37 @@ fn check_inputs<'a>(
 ) -> Result<()> {
     for n in names {
         if !session.inputs().iter().any(|i| i.name() == n) {
-            return Err(crate::Error::Manifest {
-                path: dir.path.join("manifest.toml"),
-                why: format!("the graph has no input `{n}`"),
-            });
+            return Err(manifest_error(dir)(format!("the graph has no input `{n}`")));
         }
     }
     Ok(())
 }
 
-#[derive(Debug)]
-enum Engine {
-    Past(past::PastEngine),
-    Kv(kv::KvEngine),
-    State(state::StateEngine),
+/// The part of a predictor that keeps lanes' contexts the way one contract
+/// says; the session and the counters stay with [`OnnxPredictor`].
+trait Engine: std::fmt::Debug + Send {
+    /// Answers `batch` (at most one request per lane, checked by the caller).
+    fn predict(
+        &mut self,
+        session: &mut Session,
+        batch: &[(LaneId, Request)],
+        answer: Answer<'_>,
+        stats: &mut PredictorStats,
+    ) -> Result<(), PredictError>;
+    /// Frees `lane`'s context.
+    fn release(&mut self, lane: LaneId);
+    /// Lanes holding a context.
+    fn live_lanes(&self) -> usize;
+    /// Bytes of model state per lane, where that is fixed.
+    fn bytes_per_lane(&self) -> Option<usize>;
+}
+
+/// `why` as an error about `dir`'s manifest.
+fn manifest_error(dir: &ModelDir) -> impl Fn(String) -> crate::Error + '_ {
+    |why| crate::Error::Manifest {
+        path: dir.path.join("manifest.toml"),
+        why,
+    }
 }
 
 /// Answers coding lanes' requests with an ONNX model, batching any set of
@@ -85,7 +102,7 @@ enum Engine {
 #[derive(Debug)]
 pub struct OnnxPredictor {
     session: Session,
-    engine: Engine,
+    engine: Box<dyn Engine>,
     vocab: usize,
     threads: usize,
     shape: ShapeMeta,
@@ -97,10 +114,10 @@ impl OnnxPredictor {
     /// [`crate::init_runtime`] first.
     pub fn load(dir: &ModelDir, threads: usize) -> Result<Self> {
         let session = crate::runtime::session(&dir.onnx_path(), threads)?;
-        let engine = match dir.manifest.onnx.contract {
-            Contract::Past => Engine::Past(past::PastEngine::new(dir, &session)?),
-            Contract::Gqa => Engine::Kv(kv::KvEngine::new(dir, &session)?),
-            Contract::State => Engine::State(state::StateEngine::new(dir, &session)?),
+        let engine: Box<dyn Engine> = match dir.manifest.onnx.contract {
+            Contract::Past => Box::new(past::PastEngine::new(dir, &session)?),
+            Contract::Gqa => Box::new(kv::KvEngine::new(dir, &session)?),
+            Contract::State => Box::new(state::StateEngine::new(dir, &session)?),
         };
         Ok(OnnxPredictor {
             shape: ShapeMeta::read(&session),
@@ -129,27 +146,19 @@ impl OnnxPredictor {
 
     /// Lanes currently holding a context.
     pub fn live_lanes(&self) -> usize {
-        match &self.engine {
-            Engine::Past(e) => e.live_lanes(),
-            Engine::Kv(e) => e.live_lanes(),
-            Engine::State(e) => e.live_lanes(),
-        }
+        self.engine.live_lanes()
     }
 
     /// Bytes of model state each lane holds at most (its KV buffer or its
     /// recurrent state); `None` under the `past` contract, where it grows
     /// with the context and the batch.
     pub fn bytes_per_lane(&self) -> Option<usize> {
-        match &self.engine {
-            Engine::Past(_) => None,
-            Engine::Kv(e) => Some(e.bytes_per_lane()),
-            Engine::State(e) => Some(e.bytes_per_lane()),
-        }
+        self.engine.bytes_per_lane()
     }
 
     /// Whether any set of lanes can step in one call (`gqa`, `state`).
     pub fn batches_any_lanes(&self) -> bool {
-        !matches!(self.engine, Engine::Past(_))
+        self.engine.bytes_per_lane().is_some()
     }
 }
 
@@ -167,20 +176,11 @@ impl Predictor for OnnxPredictor {
         if let Some((lane, _)) = batch.iter().find(|(lane, _)| !seen.insert(*lane)) {
             return Err(fail(format!("two requests for lane {lane} in one batch")));
         }
-        let s = &mut self.session;
-        let st = &mut self.stats;
-        match &mut self.engine {
-            Engine::Past(e) => e.predict(s, batch, answer, st),
-            Engine::Kv(e) => e.predict(s, batch, answer, st),
-            Engine::State(e) => e.predict(s, batch, answer, st),
-        }
+        self.engine
+            .predict(&mut self.session, batch, answer, &mut self.stats)
     }
 
     fn release(&mut self, lane: LaneId) {
-        match &mut self.engine {
-            Engine::Past(e) => e.release(lane),
-            Engine::Kv(e) => e.release(lane),
-            Engine::State(e) => e.release(lane),
-        }
+        self.engine.release(lane);
     }
 }

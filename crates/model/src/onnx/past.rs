@@ -20,7 +20,7 @@ use llmpack_codec::{LaneId, PredictError, Request};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
-use super::{Answer, check_inputs, fail};
+use super::{Answer, Engine, check_inputs, fail};
 use crate::{ModelDir, PredictorStats, Result};
 
 #[derive(Debug)]
@@ -89,11 +89,6 @@ impl PastEngine {
             groups: Vec::new(),
             lanes: HashMap::new(),
         })
-    }
-
-    /// Lanes currently holding a cache.
-    pub(crate) fn live_lanes(&self) -> usize {
-        self.lanes.len()
     }
 
     /// Removes `lane` from its group, dropping the group when it empties.
@@ -255,8 +250,8 @@ impl PastEngine {
     }
 }
 
-impl PastEngine {
-    pub(crate) fn predict(
+impl Engine for PastEngine {
+    fn predict(
         &mut self,
         session: &mut Session,
         batch: &[(LaneId, Request)],
@@ -342,7 +337,15 @@ impl PastEngine {
         Ok(())
     }
 
-    pub(crate) fn release(&mut self, lane: LaneId) {
+    fn release(&mut self, lane: LaneId) {
         self.detach(lane);
+    }
+
+    fn live_lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    fn bytes_per_lane(&self) -> Option<usize> {
+        None
     }
 }

@@ -16,7 +16,7 @@ use ort::session::Session;
 
 use super::raw::{self, Cpu, In, Out};
 use super::slots::Slots;
-use super::{Answer, check_inputs, fail};
+use super::{Answer, Engine, check_inputs, fail, manifest_error};
 use crate::{ModelDir, PredictorStats};
 
 #[derive(Debug)]
@@ -41,10 +41,7 @@ pub(crate) struct StateEngine {
 impl StateEngine {
     pub(crate) fn new(dir: &ModelDir, session: &Session) -> crate::Result<StateEngine> {
         let o = &dir.manifest.onnx;
-        let bad = |why: String| crate::Error::Manifest {
-            path: dir.path.join("manifest.toml"),
-            why,
-        };
+        let bad = manifest_error(dir);
         let c = |s: &str| raw::cname(s).map_err(&bad);
         let mut names = Vec::new();
         let mut dims = Vec::new();
@@ -93,15 +90,6 @@ impl StateEngine {
             logits_buf: Vec::new(),
             cpu: Cpu::new().map_err(crate::Error::Runtime)?,
         })
-    }
-
-    /// Bytes of state per lane.
-    pub(crate) fn bytes_per_lane(&self) -> usize {
-        self.row.iter().sum::<usize>() * 4
-    }
-
-    pub(crate) fn live_lanes(&self) -> usize {
-        self.slots.lanes()
     }
 
     fn fit_rows(&mut self) {
@@ -175,8 +163,10 @@ impl StateEngine {
         }
         Ok(())
     }
+}
 
-    pub(crate) fn predict(
+impl Engine for StateEngine {
+    fn predict(
         &mut self,
         session: &mut Session,
         batch: &[(LaneId, Request)],
@@ -229,10 +219,18 @@ impl StateEngine {
         Ok(())
     }
 
-    pub(crate) fn release(&mut self, lane: LaneId) {
+    fn release(&mut self, lane: LaneId) {
         if self.slots.get(lane).is_some() {
             self.slots.release(lane);
             self.fit_rows();
         }
+    }
+
+    fn live_lanes(&self) -> usize {
+        self.slots.lanes()
+    }
+
+    fn bytes_per_lane(&self) -> Option<usize> {
+        Some(self.row.iter().sum::<usize>() * 4)
     }
 }
