@@ -25,7 +25,9 @@ impl Predictor for NoModel {
         _: &[(LaneId, Request)],
         _: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<(), PredictError> {
-        Err(PredictError("a model-less decoder asked for a prediction".into()))
+        Err(PredictError(
+            "a model-less decoder asked for a prediction".into(),
+        ))
     }
     fn release(&mut self, _: LaneId) {}
 }
@@ -40,7 +42,9 @@ fuzz_target!(|data: &[u8]| {
     let mut dec = StreamDecoder::new(0, &cfg, vocab, b"");
     let mut rest = data;
     while rest.len() >= FRAME_HEADER_LEN {
-        let Ok(h) = FrameHeader::decode(&mut rest) else { return };
+        let Ok(h) = FrameHeader::decode(&mut rest) else {
+            return;
+        };
         let n = (h.payload_len as usize).min(rest.len());
         let (payload, tail) = rest.split_at(n);
         rest = tail;
