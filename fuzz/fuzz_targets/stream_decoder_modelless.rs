@@ -7,30 +7,8 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use llmpack_codec::{
-    ByteVocab, LaneId, Policy, PredictError, Predictor, Request, StreamConfig, StreamDecoder,
-    Vocabulary, drive,
-};
+use llmpack_codec::{ByteVocab, NoModel, Policy, StreamConfig, StreamDecoder, Vocabulary, drive};
 use llmpack_frame::{FRAME_HEADER_LEN, FrameHeader};
-
-/// Fails every request.
-struct NoModel;
-
-impl Predictor for NoModel {
-    fn vocab_size(&self) -> usize {
-        257
-    }
-    fn predict(
-        &mut self,
-        _: &[(LaneId, Request)],
-        _: &mut dyn FnMut(usize, &[f32]),
-    ) -> Result<(), PredictError> {
-        Err(PredictError(
-            "a model-less decoder asked for a prediction".into(),
-        ))
-    }
-    fn release(&mut self, _: LaneId) {}
-}
 
 fuzz_target!(|data: &[u8]| {
     let vocab: Arc<dyn Vocabulary> = Arc::new(ByteVocab::default());

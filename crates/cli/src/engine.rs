@@ -8,8 +8,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use anyhow::{Context, Result, bail};
 use llmpack_codec::{
-    ByteVocab, Coder, LaneId, LmParams, Policy, PredictError, Predictor, Request, Stats,
-    StreamConfig, StreamDecoder, StreamEncoder, Vocabulary, drive,
+    ByteVocab, Coder, LaneId, LmParams, NoModel, Policy, Predictor, Stats, StreamConfig,
+    StreamDecoder, StreamEncoder, Vocabulary, drive,
 };
 use llmpack_frame::{
     ContainerHeader, FRAME_HEADER_LEN, FrameHeader, MAX_FRAME_LEN, MAX_LANES, ModelId,
@@ -83,23 +83,6 @@ pub struct ModelHandle<'a> {
     pub predictor: &'a mut dyn Predictor,
     /// Its identity.
     pub spec: ModelSpec,
-}
-
-/// A predictor for runs without a model: any request is a bug.
-struct NoModel;
-
-impl Predictor for NoModel {
-    fn vocab_size(&self) -> usize {
-        257
-    }
-    fn predict(
-        &mut self,
-        _: &[(LaneId, Request)],
-        _: &mut dyn FnMut(usize, &[f32]),
-    ) -> Result<(), PredictError> {
-        Err(PredictError("no model is loaded".into()))
-    }
-    fn release(&mut self, _: LaneId) {}
 }
 
 /// Random access to an input.

@@ -33,7 +33,7 @@ pub use encoder::{EncodedFrame, StreamEncoder};
 pub use freq::{FreqTable, MAX_VOCAB, PRECISION, TOTAL};
 pub use history::History;
 pub use lane::{LmParams, Profile};
-pub use predict::{LaneId, PredictError, Predictor, Request};
+pub use predict::{LaneId, NoModel, PredictError, Predictor, Request};
 pub use probe::numeric_probe;
 pub use tokens::{ByteVocab, Vocabulary};
 

@@ -49,3 +49,24 @@ pub trait Predictor {
 #[derive(Debug, thiserror::Error)]
 #[error("model inference failed: {0}")]
 pub struct PredictError(pub String);
+
+/// A predictor for coders that must never ask one: every request fails
+/// with "no model is loaded". Model-free runs pass it where a predictor is
+/// required; a request that reaches it is a bug or a hostile frame, and
+/// comes back as an error, never a panic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoModel;
+
+impl Predictor for NoModel {
+    fn vocab_size(&self) -> usize {
+        257
+    }
+    fn predict(
+        &mut self,
+        _: &[(LaneId, Request)],
+        _: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), PredictError> {
+        Err(PredictError("no model is loaded".into()))
+    }
+    fn release(&mut self, _: LaneId) {}
+}
