@@ -47,7 +47,11 @@ async fn shutdown_signal() {
 /// Validates a config and prints what it describes.
 pub fn check(path: &Path) -> Result<()> {
     let config = Config::load(path).with_context(|| format!("config {}", path.display()))?;
-    print!("{}", config.describe());
+    let described = config.describe();
+    print!("{described}");
+    if !described.ends_with('\n') {
+        println!();
+    }
     // The files the proxy will read at start, read the same way now: a
     // missing, unreadable or mismatched key fails here, not at start-up.
     let link = &config.link;
@@ -55,7 +59,7 @@ pub fn check(path: &Path) -> Result<()> {
         let loaded =
             llmpack_transport::Identity::load(&id.certificate, &id.key).with_context(|| {
                 format!(
-                    "{}: link.certificate / link.key ({} / {})",
+                    "{}: link.certificate / link.key ({} / {}; `llmpack keygen --out DIR` makes a pair)",
                     path.display(),
                     id.certificate.display(),
                     id.key.display()

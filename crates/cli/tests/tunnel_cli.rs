@@ -49,12 +49,32 @@ fn keygen_makes_a_pair_and_refuses_to_overwrite() {
 
 #[test]
 fn example_configs_check_and_broken_ones_name_the_field() {
-    for f in ["config/sender.example.toml", "config/receiver.example.toml"] {
-        let out = bin()
-            .arg("check-config")
-            .arg(repo().join(f))
-            .output()
-            .unwrap();
+    // The examples name keys under `keys/` beside them, made by `keygen`. A
+    // copy of each example beside no keys names the missing file; beside a
+    // fresh pair it checks.
+    let d = scratch("badcfg");
+    for f in ["sender.example.toml", "receiver.example.toml"] {
+        std::fs::copy(repo().join("config").join(f), d.join(f)).unwrap();
+        let out = bin().arg("check-config").arg(d.join(f)).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{f} accepted without its keys");
+        assert!(
+            err.contains("keys/"),
+            "{f}: error does not name the key file: {err}"
+        );
+    }
+    let out = bin()
+        .args(["keygen", "--out"])
+        .arg(d.join("keys"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["sender.example.toml", "receiver.example.toml"] {
+        let out = bin().arg("check-config").arg(d.join(f)).output().unwrap();
         assert!(
             out.status.success(),
             "{f}: {}",
@@ -62,7 +82,6 @@ fn example_configs_check_and_broken_ones_name_the_field() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
     }
-    let d = scratch("badcfg");
     let cases = [
         (
             "role = \"sender\"\n[link]\nconnect = \"x:1\"\npeer_certificate = \"r.crt\"\ncertificate = \"a\"\nkey = \"b\"\n[[tunnel]]\nname = \"w\"\nlisten = \"127.0.0.1:1\"\ntarget = \"127.0.0.1:2\"\n",

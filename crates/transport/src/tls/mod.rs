@@ -28,7 +28,7 @@ pub const ALPN: &[u8] = b"llmpack/1";
 #[non_exhaustive]
 pub enum TlsError {
     /// A certificate or key file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,
@@ -36,7 +36,7 @@ pub enum TlsError {
         source: std::io::Error,
     },
     /// The PEM text is damaged (bad base64, unterminated block).
-    #[error("{origin}: malformed PEM: {source}")]
+    #[error("{origin}: malformed PEM")]
     Pem {
         /// The file or text the PEM came from.
         origin: String,
@@ -61,7 +61,7 @@ pub enum TlsError {
     },
     /// The private key cannot be used, or does not belong to the certificate.
     #[error(
-        "private key in {key} does not fit the certificate in {cert}: {source}; use the pair written by `llmpack keygen`"
+        "private key in {key} does not fit the certificate in {cert} (use the pair written by `llmpack keygen`)"
     )]
     Key {
         /// Where the key came from.
@@ -72,7 +72,7 @@ pub enum TlsError {
         source: rustls::Error,
     },
     /// Certificate generation failed.
-    #[error("cannot generate a certificate for {name:?}: {source}")]
+    #[error("cannot generate a certificate for {name:?}")]
     Generate {
         /// The subject alternative name asked for.
         name: String,
