@@ -228,7 +228,7 @@ impl StreamEncoder {
                     let bytes = match &fallback.1 {
                         Some(_) => self
                             .history
-                            .compress(self.cfg.zstd_level, &data[..n])
+                            .compress_part(self.cfg.zstd_level, &data[..n], data.len())
                             .map_or(n, |z| z.len()),
                         None => n,
                     };

@@ -190,9 +190,12 @@ pub struct Limits {
     pub buffer: usize,
     /// Frame size cap, `1..=MAX_FRAME_LEN`.
     pub frame: u32,
-    /// Send a partial frame when the socket has been quiet this long...
+    /// Opt-in coalescing: hold a partial frame until the socket has been
+    /// quiet this long... (0, the default: frame each read at once when the
+    /// coder is free).
     pub flush_idle: Duration,
-    /// ...or when its first byte has waited this long. At least `flush_idle`.
+    /// ...or until its first byte has waited this long. At least
+    /// `flush_idle`.
     pub flush_max: Duration,
 }
 

@@ -3,8 +3,11 @@
 //! Four futures run together per connection (on one task):
 //! - the **reader** parses the peer's [`Msg`]s and routes them: frames to the
 //!   decode pump, acknowledgements and resend requests to the encode pump;
-//! - the **encode pump** cuts what the local socket sends into frames (size
-//!   cap or idle deadline), codes them (the model through the scheduler when
+//! - the **encode pump** cuts what the local socket sends into frames: what
+//!   a read returns is framed at once when the coder is free, and bytes
+//!   gather (up to the frame cap) only while an earlier frame is still being
+//!   coded or the link is backed up; timer coalescing (`flush_idle`) is
+//!   opt-in. It codes them (the model through the scheduler when
 //!   it can finish in time, zstd or raw otherwise) and keeps every frame until
 //!   the peer acknowledges it, so that a frame that fails at the peer can be
 //!   resent model-free;
@@ -99,9 +102,11 @@ impl ZstdSpeed {
     }
 
     /// Adds one measurement at `level`: `bytes` compressed in `took`
-    /// (frames of under 4 KiB are too short to time and are ignored).
+    /// (frames of under 512 bytes are too short to time and are ignored;
+    /// smaller frames count, since their per-frame cost is what an
+    /// interactive connection pays).
     pub fn record(&self, level: i32, bytes: u64, took: Duration) {
-        if bytes < 4096 {
+        if bytes < 512 {
             return;
         }
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
@@ -194,9 +199,10 @@ pub struct Limits {
     pub frame: usize,
     /// Most bytes read from the socket and not yet acknowledged by the peer.
     pub buffer: usize,
-    /// A partial frame goes out when the socket has been quiet this long.
+    /// Opt-in coalescing: a partial frame waits until the socket has been
+    /// quiet this long (0: it goes out at once when the coder is free) ...
     pub flush_idle: Duration,
-    /// ... or when its first byte has waited this long.
+    /// ... or until its first byte has waited this long.
     pub flush_max: Duration,
 }
 
@@ -717,12 +723,11 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                     break Ok(());
                 }
             }
-            let now = Instant::now();
             let due = !pending.is_empty()
-                && (pending.len() >= limits.frame
-                    || eof
-                    || now >= last_read + limits.flush_idle
-                    || now >= first_at + limits.flush_max);
+                && (limits.flush_max.is_zero() || pending.len() >= limits.frame || eof || {
+                    let now = Instant::now();
+                    now >= last_read + limits.flush_idle || now >= first_at + limits.flush_max
+                });
             if due {
                 let n = pending.len().min(limits.frame);
                 let data: Vec<u8> = pending.split_to(n).to_vec();

@@ -33,12 +33,14 @@ pub(super) const DEFAULT_BUFFER: u64 = 1 << 20;
 /// Frame cap: big enough that a frame's header is noise, small enough that
 /// a frame is coded within the latency budget.
 pub(super) const DEFAULT_FRAME: u64 = 16 << 10;
-/// Quiet time that flushes a partial frame: an interactive request is sent
-/// at once while a bulk transfer still fills whole frames.
-pub(super) const DEFAULT_FLUSH_IDLE: Duration = Duration::from_millis(5);
-/// Longest wait of a frame's first byte: bounds the latency a trickling
-/// stream sees.
-pub(super) const DEFAULT_FLUSH_MAX: Duration = Duration::from_millis(50);
+/// Timer coalescing is off by default: what a socket read returns is framed
+/// at once when the connection's coder is free, and bytes gather only while
+/// an earlier frame is still being coded or the link is backed up (then
+/// they wait anyway). A timer would add its delay to every round trip of an
+/// interactive protocol.
+pub(super) const DEFAULT_FLUSH_IDLE: Duration = Duration::ZERO;
+/// See [`DEFAULT_FLUSH_IDLE`].
+pub(super) const DEFAULT_FLUSH_MAX: Duration = Duration::ZERO;
 /// Tokens a context window must hold beyond `keep`, so that a re-prime
 /// leaves room for some coding.
 pub(super) const MIN_WINDOW_MARGIN: u64 = 16;

@@ -77,14 +77,17 @@ impl Config {
                 .map_or_else(|| "off".to_owned(), |a| format!("listening on {a}"))
         );
         let l = &self.limits;
+        let flush = if l.flush_max.is_zero() {
+            "reads framed at once".to_string()
+        } else {
+            format!("flush after {:?} quiet or {:?}", l.flush_idle, l.flush_max)
+        };
         let _ = writeln!(
             s,
-            "limits: {} connections, buffer {}, frame {}, flush after {:?} quiet or {:?}",
+            "limits: {} connections, buffer {}, frame {}, {flush}",
             l.max_connections,
             size(u64::try_from(l.buffer).unwrap_or(u64::MAX)),
             size(u64::from(l.frame)),
-            l.flush_idle,
-            l.flush_max,
         );
         for t in &self.tunnels {
             let _ = write!(s, "tunnel {}: ", t.name);

@@ -151,8 +151,8 @@ fn defaults() {
             max_connections: 256,
             buffer: 1 << 20,
             frame: 16 << 10,
-            flush_idle: Duration::from_millis(5),
-            flush_max: Duration::from_millis(50),
+            flush_idle: Duration::ZERO,
+            flush_max: Duration::ZERO,
         }
     );
     let t = &c.tunnels[0];
@@ -335,10 +335,14 @@ fn limits_are_checked() {
         .0,
         "limits.flush_max"
     );
+    let c = load(&sender("[limits]\nflush_idle = \"5ms\"")).unwrap();
     assert_eq!(
-        field_err(&sender("[limits]\nflush_idle = \"0ms\"")).0,
-        "limits.flush_idle"
+        (c.limits.flush_idle, c.limits.flush_max),
+        (Duration::from_millis(5), Duration::from_millis(50)),
+        "flush_idle alone bounds the wait at ten times it"
     );
+    let c = load(&sender("[limits]\nflush_idle = \"0ms\"")).unwrap();
+    assert!(c.limits.flush_idle.is_zero() && c.limits.flush_max.is_zero());
     assert_eq!(
         field_err(&sender("[limits]\nflush_max = \"soon\"")).0,
         "limits.flush_max"

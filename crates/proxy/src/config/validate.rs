@@ -324,25 +324,17 @@ fn limits(raw: RawLimits) -> Result<Limits, ConfigError> {
         ));
     }
     let buffer: usize = in_range("limits.buffer", buffer, 1, u64::MAX)?;
+    let idle_given = raw.flush_idle.is_some();
     let flush_idle = match raw.flush_idle {
         Some(s) => duration("limits.flush_idle", &s)?,
         None => DEFAULT_FLUSH_IDLE,
     };
+    // A flush_idle given alone bounds a byte's wait at ten times it.
     let flush_max = match raw.flush_max {
         Some(s) => duration("limits.flush_max", &s)?,
+        None if idle_given => flush_idle.saturating_mul(10),
         None => DEFAULT_FLUSH_MAX,
     };
-    for (field, d) in [
-        ("limits.flush_idle", flush_idle),
-        ("limits.flush_max", flush_max),
-    ] {
-        if d.is_zero() {
-            return Err(ConfigError::field(
-                field,
-                "must be more than 0; 1ms flushes almost at once",
-            ));
-        }
-    }
     if flush_max < flush_idle {
         return Err(ConfigError::field(
             "limits.flush_max",
