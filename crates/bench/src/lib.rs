@@ -10,11 +10,13 @@
 //! measures one scenario × mode × workload ([`interactive`]: on persistent
 //! connections; [`latency`]: its percentiles), and [`report`] prints tables,
 //! JSON and an SVG plot. [`run()`] runs the whole matrix for `llmpack bench`.
+//! [`emulate`] is `llmpack emulate`: the UDP link emulator on its own.
 //!
 //! This crate sits at the top of the dependency graph: it may use the tunnel
 //! crates, but no tunnel crate may depend on it.
 #![warn(missing_docs)]
 
+pub mod emulate;
 pub mod http;
 pub mod interactive;
 pub mod latency;

@@ -328,7 +328,8 @@ pub fn rate(bps: f64) -> String {
     }
 }
 
-fn bytes(n: u64) -> String {
+/// A byte count, e.g. `2.0 KiB`.
+pub(crate) fn bytes(n: u64) -> String {
     let b = n as f64;
     match n {
         n if n >= 1 << 30 => format!("{:.2} GiB", b / f64::from(1u32 << 30)),
