@@ -57,7 +57,7 @@ fn latency_rows(s: &mut String, results: &[RunResult]) {
             if r.scenario.emulated {
                 bytes(n)
             } else {
-                "-".into()
+                "-".to_string()
             }
         };
         let _ = writeln!(
@@ -111,17 +111,26 @@ fn goodput_rows(s: &mut String, results: &[RunResult]) {
         "drop"
     );
     for r in results {
+        let (ratio, up, down) = if r.scenario.emulated {
+            (
+                format!("{:.2}", r.ratio),
+                bytes(r.link_bytes_up),
+                bytes(r.link_bytes_down),
+            )
+        } else {
+            ("-".into(), "-".into(), "-".into())
+        };
         let _ = writeln!(
             s,
-            "{:<9} {:<6} {:<8} {:>9} {:>13} {:>6.2} {:>11} {:>11} {:>9} {:>9} {:>6.1} {:>5}  {}",
+            "{:<9} {:<6} {:<8} {:>9} {:>13} {:>6} {:>11} {:>11} {:>9} {:>9} {:>6.1} {:>5}  {}",
             r.scenario.name,
             r.path,
             r.workload,
             format!("{}/{}", r.complete, r.requests),
             rate(r.goodput_bps),
-            r.ratio,
-            bytes(r.link_bytes_up),
-            bytes(r.link_bytes_down),
+            ratio,
+            up,
+            down,
             ms(r.latency_p50_ms),
             ms(r.latency_p99_ms),
             r.cpu_s,
@@ -154,6 +163,16 @@ pub fn notes(results: &[RunResult]) -> Vec<String> {
             crate::interactive::REQUEST_LEN,
             r.response_bytes
         ));
+    }
+    if results
+        .iter()
+        .any(|r| r.traffic == Traffic::Interactive && r.scenario.emulated && !r.mode.is_tunnel())
+    {
+        out.push(
+            "interactive on an emulated link: the first exchange of each direct or relay client \
+             also waits out the TCP link relay's emulated handshake (one RTT), which shows in max"
+                .into(),
+        );
     }
     if let Some(r) = results.iter().find(|r| r.flush_idle_ms.is_some()) {
         out.push(format!(
