@@ -4,17 +4,24 @@
 //! no netem): a UDP relay for the QUIC tunnel and a TCP relay for plain-TCP
 //! baselines, both with a rate-limited drop-tail bottleneck per direction.
 //! [`http`] runs real nginx and curl as a run's server and clients.
-//! [`units`] parses the rates and percentages that users type.
+//! [`relay`] is the bare TCP relay of the `relay` mode. [`units`] parses the
+//! rates and percentages that users type.
 //! [`scenario`] names links, [`workload`] builds traffic classes, [`run`](mod@run)
-//! measures one scenario × mode × workload, and [`report`] prints tables,
+//! measures one scenario × mode × workload ([`interactive`]: on persistent
+//! connections; [`latency`]: its percentiles), and [`report`] prints tables,
 //! JSON and an SVG plot. [`run()`] runs the whole matrix for `llmpack bench`.
+//! [`emulate`] is `llmpack emulate`: the UDP link emulator on its own.
 //!
 //! This crate sits at the top of the dependency graph: it may use the tunnel
 //! crates, but no tunnel crate may depend on it.
 #![warn(missing_docs)]
 
+pub mod emulate;
 pub mod http;
+pub mod interactive;
+pub mod latency;
 pub mod link;
+pub mod relay;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -30,6 +37,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 
 pub use run::{App, LinkChoice, Mode, RunResult, RunSpec, run_one};
 pub use scenario::Scenario;
@@ -39,11 +47,17 @@ pub use workload::Workload;
 /// Measure goodput, compression and latency of plain TCP and of the LLMPack
 /// tunnel (per codec) over emulated links, and plot goodput against link
 /// rate.
+///
+/// Round-trip latency on a real machine with nothing in between:
+/// `--scenario loopback --traffic interactive --modes direct,relay,zstd`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Links to emulate: geo-sat (64 kbit/s, 600 ms RTT), cellular (1 Mbit/s,
     /// 100 ms, 1% loss), wan (10 Mbit/s, 20 ms), lan (1 Gbit/s, 1 ms); a
-    /// comma-separated list or `all`. Ignored when --rate is given.
+    /// comma-separated list or `all` (those four). `loopback` runs with no
+    /// emulator at all: clients straight to the server (direct), to the
+    /// relay, or to the sender, whose link to the receiver is plain loopback
+    /// UDP; link bytes are then not counted. Ignored when --rate is given.
     #[arg(long, default_value = "all")]
     pub scenario: String,
     /// A custom link instead of the named ones: its rate (e.g. 256kbit).
@@ -55,11 +69,14 @@ pub struct BenchArgs {
     /// Loss of the custom link per UDP datagram and direction (e.g. 0.5%).
     #[arg(long, default_value = "0%", value_parser = units::parse_percent)]
     pub loss: f64,
-    /// Paths to measure: direct (plain TCP), raw, zstd, lm, auto (tunnel codecs).
+    /// Paths to measure: direct (plain TCP), relay (plain TCP through a bare
+    /// user-space relay, TCP_NODELAY both sides), raw, zstd, lm, auto (tunnel
+    /// codecs, with the proxies' default settings).
     #[arg(long, value_delimiter = ',', default_value = "direct,raw,zstd,lm,auto", value_parser = Mode::parse)]
     pub modes: Vec<Mode>,
     /// Link modes of the tunnel runs: stream (CUBIC), stream-bbr,
-    /// datagram-fec (BBR); comma-separated for several. Direct runs once.
+    /// datagram-fec (BBR); comma-separated for several. Direct and relay
+    /// run once.
     #[arg(long, value_delimiter = ',', default_value = "stream", value_parser = LinkChoice::parse)]
     pub link_mode: Vec<LinkChoice>,
     /// Traffic: prose, code, html, json, logs, binary, mix, or a file or
@@ -77,10 +94,14 @@ pub struct BenchArgs {
     #[arg(long, default_value = "60s", value_parser = llmpack_proxy::units::parse_duration)]
     pub grace: Duration,
     /// Traffic shape: `exchange` (default: 4 clients, 16 KiB responses, a
-    /// new TCP connection per request) or `bulk` (1 client downloading
+    /// new TCP connection per request), `bulk` (1 client downloading
     /// large responses: link rate x duration / 16, between 256 KiB and 16
     /// MiB, per scenario, and no longer than the workload; pass a large file
-    /// or directory as --workload). --clients and --response override either.
+    /// or directory as --workload) or `interactive` (1 client holding one TCP
+    /// connection, one exchange at a time: a 100 B request, a 1 KiB
+    /// response, checked byte for byte; reports exchanges/s and round-trip
+    /// p50/p99/max in microseconds; builtin app only). --clients and
+    /// --response override any of them.
     #[arg(long, default_value = "exchange", value_parser = Traffic::parse)]
     pub traffic: Traffic,
     /// Programs at the ends: `builtin` (this process's server and clients)
@@ -114,21 +135,37 @@ pub struct BenchArgs {
 }
 
 /// Traffic shapes of `--traffic`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Traffic {
-    /// Many small request/response exchanges.
+    /// Many small request/response exchanges, a new connection each.
     Exchange,
     /// One client downloading large responses back to back.
     Bulk,
+    /// Request/response exchanges one at a time on one persistent
+    /// connection per client ([`interactive`]).
+    Interactive,
 }
 
 impl Traffic {
-    /// Parses `exchange` or `bulk`.
+    /// Parses `exchange`, `bulk` or `interactive`.
     pub fn parse(s: &str) -> Result<Self, String> {
         match s.trim() {
             "exchange" => Ok(Traffic::Exchange),
             "bulk" => Ok(Traffic::Bulk),
-            _ => Err(format!("unknown traffic `{s}`: use exchange or bulk")),
+            "interactive" => Ok(Traffic::Interactive),
+            _ => Err(format!(
+                "unknown traffic `{s}`: use exchange, bulk or interactive"
+            )),
+        }
+    }
+
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Traffic::Exchange => "exchange",
+            Traffic::Bulk => "bulk",
+            Traffic::Interactive => "interactive",
         }
     }
 
@@ -136,17 +173,19 @@ impl Traffic {
     pub fn clients(self) -> usize {
         match self {
             Traffic::Exchange => 4,
-            Traffic::Bulk => 1,
+            Traffic::Bulk | Traffic::Interactive => 1,
         }
     }
 
     /// Default response size on a link of `rate` bits/s (`None`: no
-    /// limit) for runs of `duration`: 16 KiB exchanges; bulk responses of
-    /// what the link carries uncompressed in a sixteenth of the run, within
-    /// 256 KiB..16 MiB (unlimited links: 16 MiB).
+    /// limit) for runs of `duration`: 16 KiB exchanges, 1 KiB interactive
+    /// ones; bulk responses of what the link carries uncompressed in a
+    /// sixteenth of the run, within 256 KiB..16 MiB (unlimited links: 16
+    /// MiB).
     pub fn response(self, rate: Option<u64>, duration: Duration) -> u64 {
         match self {
             Traffic::Exchange => 16 << 10,
+            Traffic::Interactive => 1 << 10,
             Traffic::Bulk => {
                 let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
                 let r = rate.map_or(u64::MAX, |r| r.saturating_mul(ms) / (8 * 16 * 1000));
@@ -159,6 +198,11 @@ impl Traffic {
 /// Runs the benchmark matrix of `args` on a runtime of its own and prints
 /// or writes the reports.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.traffic == Traffic::Interactive && args.app != App::Builtin {
+        anyhow::bail!(
+            "--traffic interactive needs --app builtin: curl makes a new connection per request"
+        );
+    }
     let scenarios = match args.rate {
         Some(rate) => vec![Scenario::new("custom", Some(rate), args.rtt, args.loss)],
         None => Scenario::parse_list(&args.scenario).map_err(anyhow::Error::msg)?,
@@ -187,13 +231,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .iter()
                 .flat_map(|m| args.link_mode.iter().map(move |f| (m, f)))
             {
-                if mode == Mode::Direct && Some(&link) != args.link_mode.first() {
-                    continue; // direct has no link mode: run it once
+                if !mode.is_tunnel() && Some(&link) != args.link_mode.first() {
+                    continue; // direct and relay have no link mode: run once
                 }
                 specs.push(RunSpec {
                     scenario: scenario.clone(),
                     mode,
                     workload: workload.clone(),
+                    traffic: args.traffic,
                     duration: args.duration,
                     grace: args.grace,
                     clients,
@@ -275,6 +320,9 @@ mod tests {
         let d = Duration::from_secs(8);
         assert_eq!(Traffic::parse("bulk"), Ok(Traffic::Bulk));
         assert!(Traffic::parse("stream").is_err());
+        assert_eq!(Traffic::parse("interactive"), Ok(Traffic::Interactive));
+        assert_eq!(Traffic::Interactive.clients(), 1);
+        assert_eq!(Traffic::Interactive.response(None, d), 1024);
         assert_eq!(Traffic::Exchange.response(Some(64_000), d), 16 << 10);
         assert_eq!(Traffic::Exchange.clients(), 4);
         assert_eq!(Traffic::Bulk.clients(), 1);

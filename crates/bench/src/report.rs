@@ -8,11 +8,92 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-use crate::run::{Mode, RunResult};
+use crate::Traffic;
+use crate::run::RunResult;
 
-/// The table of results, one row per run, with notes under it.
+/// The table of results, one row per run, with notes under it: goodput
+/// columns, or for `interactive` runs round-trip latency columns.
 pub fn table(results: &[RunResult]) -> String {
+    let (interactive, other): (Vec<RunResult>, Vec<RunResult>) = results
+        .iter()
+        .cloned()
+        .partition(|r| r.traffic == Traffic::Interactive);
     let mut s = String::new();
+    if !other.is_empty() {
+        goodput_rows(&mut s, &other);
+    }
+    if !interactive.is_empty() {
+        latency_rows(&mut s, &interactive);
+    }
+    for note in notes(results) {
+        let _ = writeln!(s, "note: {note}");
+    }
+    s
+}
+
+/// Rows of exchanges one at a time on a persistent connection: how many,
+/// how fast, and their round trips in microseconds.
+fn latency_rows(s: &mut String, results: &[RunResult]) {
+    let _ = writeln!(
+        s,
+        "{:<9} {:<10} {:<8} {:>7} {:>8} {:>15} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>6}  frames",
+        "scenario",
+        "mode",
+        "workload",
+        "clients",
+        "response",
+        "ok/exchanges",
+        "exch/s",
+        "p50 us",
+        "p99 us",
+        "max us",
+        "verified",
+        "link up",
+        "link down",
+        "cpu s",
+    );
+    for r in results {
+        let link = |n: u64| {
+            if r.scenario.emulated {
+                bytes(n)
+            } else {
+                "-".to_string()
+            }
+        };
+        let _ = writeln!(
+            s,
+            "{:<9} {:<10} {:<8} {:>7} {:>8} {:>15} {:>9.1} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>6.1}  {}",
+            r.scenario.name,
+            r.path,
+            r.workload,
+            r.clients,
+            bytes(r.response_bytes),
+            format!("{}/{}", r.complete, r.requests),
+            r.exchanges_per_s,
+            us(r.latency_p50_us),
+            us(r.latency_p99_us),
+            us(r.latency_max_us),
+            bytes(r.bytes_verified),
+            link(r.link_bytes_up),
+            link(r.link_bytes_down),
+            r.cpu_s,
+            frames(r),
+        );
+    }
+}
+
+fn frames(r: &RunResult) -> String {
+    let f = r
+        .frames
+        .iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if f.is_empty() { "-".into() } else { f }
+}
+
+/// Rows of the goodput table.
+fn goodput_rows(s: &mut String, results: &[RunResult]) {
     let _ = writeln!(
         s,
         "{:<9} {:<6} {:<8} {:>9} {:>13} {:>6} {:>11} {:>11} {:>9} {:>9} {:>6} {:>5}  frames",
@@ -30,44 +111,83 @@ pub fn table(results: &[RunResult]) -> String {
         "drop"
     );
     for r in results {
-        let frames = r
-            .frames
-            .iter()
-            .map(|(k, v)| format!("{k}:{v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let (ratio, up, down) = if r.scenario.emulated {
+            (
+                format!("{:.2}", r.ratio),
+                bytes(r.link_bytes_up),
+                bytes(r.link_bytes_down),
+            )
+        } else {
+            ("-".into(), "-".into(), "-".into())
+        };
         let _ = writeln!(
             s,
-            "{:<9} {:<6} {:<8} {:>9} {:>13} {:>6.2} {:>11} {:>11} {:>9} {:>9} {:>6.1} {:>5}  {}",
+            "{:<9} {:<6} {:<8} {:>9} {:>13} {:>6} {:>11} {:>11} {:>9} {:>9} {:>6.1} {:>5}  {}",
             r.scenario.name,
             r.path,
             r.workload,
             format!("{}/{}", r.complete, r.requests),
             rate(r.goodput_bps),
-            r.ratio,
-            bytes(r.link_bytes_up),
-            bytes(r.link_bytes_down),
+            ratio,
+            up,
+            down,
             ms(r.latency_p50_ms),
             ms(r.latency_p99_ms),
             r.cpu_s,
             r.link_packets_dropped,
-            if frames.is_empty() { "-" } else { &frames }
+            frames(r)
         );
     }
-    for note in notes(results) {
-        let _ = writeln!(s, "note: {note}");
-    }
-    s
 }
 
 /// Explanations the numbers need.
 pub fn notes(results: &[RunResult]) -> Vec<String> {
-    let mut out = vec![
-        "goodput = complete response bytes / wall time (first request to last response); \
-         ratio = application bytes / link payload bytes, both directions (headers not counted); \
-         cpu s = the whole bench process (clients, server, relay, both proxies and the model)"
+    let mut out = Vec::new();
+    if results.iter().any(|r| r.traffic != Traffic::Interactive) {
+        out.push(
+            "goodput = complete response bytes / wall time (first request to last response); \
+             ratio = application bytes / link payload bytes, both directions (headers not counted)"
+                .to_string(),
+        );
+    }
+    out.push(
+        "cpu s = the whole bench process (clients, server, relays, both proxies and the model)"
             .to_string(),
-    ];
+    );
+    if let Some(r) = results.iter().find(|r| r.traffic == Traffic::Interactive) {
+        out.push(format!(
+            "interactive: each client holds one TCP connection and makes one exchange at a time \
+             ({} B request, {} B response, every response byte compared with what the server sent); \
+             round trip = request write to last response byte (connecting not included); \
+             exch/s = complete exchanges / wall time, all clients together",
+            crate::interactive::REQUEST_LEN,
+            r.response_bytes
+        ));
+    }
+    if results
+        .iter()
+        .any(|r| r.traffic == Traffic::Interactive && r.scenario.emulated && !r.mode.is_tunnel())
+    {
+        out.push(
+            "interactive on an emulated link: the first exchange of each direct or relay client \
+             also waits out the TCP link relay's emulated handshake (one RTT), which shows in max"
+                .into(),
+        );
+    }
+    if let Some(r) = results.iter().find(|r| r.flush_idle_ms.is_some()) {
+        out.push(format!(
+            "tunnel runs use the proxies' default settings: flush_idle {} ms, flush_max {} ms",
+            r.flush_idle_ms.unwrap_or(f64::NAN),
+            r.flush_max_ms.unwrap_or(f64::NAN)
+        ));
+    }
+    if results.iter().any(|r| !r.scenario.emulated) {
+        out.push(
+            "loopback: no emulator in the path (direct: client to server; relay: one user-space \
+             TCP relay; tunnel: sender and receiver over loopback UDP); link bytes not counted"
+                .into(),
+        );
+    }
     if results.iter().any(|r| r.app == crate::run::App::NginxCurl) {
         out.push(
             "app nginx-curl: nginx and curl run as child processes, outside cpu s; \
@@ -90,11 +210,11 @@ pub fn notes(results: &[RunResult]) -> Vec<String> {
     }
     let lossy_direct = results
         .iter()
-        .any(|r| r.mode == Mode::Direct && r.scenario.loss > 0.0);
+        .any(|r| !r.mode.is_tunnel() && r.scenario.loss > 0.0);
     if lossy_direct {
         out.push(
-            "loss applies to UDP only: the TCP relay of the direct baseline cannot drop TCP bytes, \
-             so direct runs see no loss"
+            "loss applies to UDP only: the TCP relay of the direct and relay baselines cannot drop \
+             TCP bytes, so those runs see no loss"
                 .into(),
         );
     }
@@ -227,13 +347,22 @@ pub fn rate(bps: f64) -> String {
     }
 }
 
-fn bytes(n: u64) -> String {
+/// A byte count, e.g. `2.0 KiB`.
+pub(crate) fn bytes(n: u64) -> String {
     let b = n as f64;
     match n {
         n if n >= 1 << 30 => format!("{:.2} GiB", b / f64::from(1u32 << 30)),
         n if n >= 1 << 20 => format!("{:.2} MiB", b / f64::from(1u32 << 20)),
         n if n >= 1 << 10 => format!("{:.1} KiB", b / 1024.0),
         n => format!("{n} B"),
+    }
+}
+
+fn us(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else {
+        format!("{v:.0}")
     }
 }
 
@@ -257,5 +386,7 @@ mod tests {
         assert_eq!(rate(1.5e6), "1.50 Mbit/s");
         assert_eq!(bytes(2048), "2.0 KiB");
         assert_eq!(ms(f64::NAN), "-");
+        assert_eq!(us(1234.567), "1235");
+        assert_eq!(us(f64::NAN), "-");
     }
 }

@@ -5,7 +5,9 @@
 //! response byte for byte against the slice they asked for. The programs at
 //! the two ends are an [`App`]: this process's own (one request line, one
 //! response, close) or real nginx and curl (HTTP/1.1, one curl process and
-//! one TCP connection per request).
+//! one TCP connection per request). With [`Traffic::Interactive`] each of
+//! this process's clients keeps one connection and makes its exchanges on it
+//! one after another ([`crate::interactive`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,8 +21,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use crate::Traffic;
 use crate::http::{Nginx, Tools, curl_get};
+use crate::latency::Summary;
 use crate::link::{LinkStats, TcpRelay};
+use crate::relay::PlainRelay;
 use crate::scenario::Scenario;
 use crate::tunnel::{ModelOpts, Pair, TUNNEL};
 use crate::workload::Workload;
@@ -32,8 +37,13 @@ const MAX_REQUEST: u64 = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Plain TCP through the emulated link (a [`TcpRelay`]), no tunnel.
+    /// Plain TCP through the emulated link (a [`TcpRelay`]), no tunnel; on
+    /// `loopback`, clients connect to the server itself.
     Direct,
+    /// Plain TCP through a bare user-space relay ([`PlainRelay`], in front
+    /// of the emulated link if there is one): what a proxy process costs
+    /// without compression, framing or QUIC.
+    Relay,
     /// The LLMPack tunnel with `codec = "raw"`.
     Raw,
     /// The tunnel with `codec = "zstd"`.
@@ -46,12 +56,20 @@ pub enum Mode {
 
 impl Mode {
     /// All modes, in report order.
-    pub const ALL: [Mode; 5] = [Mode::Direct, Mode::Raw, Mode::Zstd, Mode::Lm, Mode::Auto];
+    pub const ALL: [Mode; 6] = [
+        Mode::Direct,
+        Mode::Relay,
+        Mode::Raw,
+        Mode::Zstd,
+        Mode::Lm,
+        Mode::Auto,
+    ];
 
-    /// The mode's name (the tunnel codec, or `direct`).
+    /// The mode's name (the tunnel codec, or `direct` or `relay`).
     pub fn name(self) -> &'static str {
         match self {
             Mode::Direct => "direct",
+            Mode::Relay => "relay",
             Mode::Raw => "raw",
             Mode::Zstd => "zstd",
             Mode::Lm => "lm",
@@ -64,7 +82,13 @@ impl Mode {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == s.trim())
-            .ok_or_else(|| format!("unknown mode `{s}`: use direct, raw, zstd, lm or auto"))
+            .ok_or_else(|| format!("unknown mode `{s}`: use direct, relay, raw, zstd, lm or auto"))
+    }
+
+    /// Whether the mode runs through the LLMPack tunnel (and so has a link
+    /// mode).
+    pub fn is_tunnel(self) -> bool {
+        !matches!(self, Mode::Direct | Mode::Relay)
     }
 }
 
@@ -174,6 +198,8 @@ pub struct RunSpec {
     pub mode: Mode,
     /// What the server answers with.
     pub workload: Arc<Workload>,
+    /// How clients use their connections.
+    pub traffic: Traffic,
     /// How long clients keep starting new requests.
     pub duration: Duration,
     /// How long requests still in flight at the end may take to finish.
@@ -199,13 +225,16 @@ pub struct RunResult {
     pub scenario: Scenario,
     /// The path under test.
     pub mode: Mode,
-    /// The tunnel's link mode (a [`LinkChoice`] name; `-` for direct).
+    /// The tunnel's link mode (a [`LinkChoice`] name; `-` for direct and
+    /// relay).
     pub link_mode: &'static str,
     /// The path's name in reports: the mode, with `+bbr` or `+fec` for
     /// tunnel runs in those link modes.
     pub path: String,
     /// The workload's name.
     pub workload: String,
+    /// The traffic shape.
+    pub traffic: Traffic,
     /// The server and client programs.
     pub app: App,
     /// Bytes per response.
@@ -217,7 +246,7 @@ pub struct RunResult {
     pub clients: u64,
     /// Seconds from the first request to the last response.
     pub elapsed_s: f64,
-    /// Requests started.
+    /// Requests (exchanges) started.
     pub requests: u64,
     /// Responses that arrived complete and byte-exact.
     pub complete: u64,
@@ -231,20 +260,39 @@ pub struct RunResult {
     /// `nginx-curl`: HTTP request and response headers included).
     pub app_bytes: u64,
     /// Payload bytes the link delivered client → server (TCP payload or UDP
-    /// datagrams, without IP/UDP/TCP headers).
+    /// datagrams, without IP/UDP/TCP headers); 0 where no emulator counts
+    /// them (`loopback`).
     pub link_bytes_up: u64,
     /// Payload bytes the link delivered server → client.
     pub link_bytes_down: u64,
     /// UDP datagrams dropped by random loss or a full queue.
     pub link_packets_dropped: u64,
-    /// `app_bytes / (link_bytes_up + link_bytes_down)`.
+    /// `app_bytes / (link_bytes_up + link_bytes_down)`; 0 where link bytes
+    /// are not counted.
     pub ratio: f64,
     /// Response bytes per second, in bits per second.
     pub goodput_bps: f64,
-    /// Median request latency (connect to last byte), milliseconds.
+    /// Complete, byte-exact exchanges per second.
+    pub exchanges_per_s: f64,
+    /// Response bytes compared byte for byte with what the server sent and
+    /// found equal.
+    pub bytes_verified: u64,
+    /// Median request latency, milliseconds: connect to last byte, or for
+    /// `interactive` request to last byte on the open connection.
     pub latency_p50_ms: f64,
     /// 99th percentile request latency, milliseconds.
     pub latency_p99_ms: f64,
+    /// Median request latency, microseconds.
+    pub latency_p50_us: f64,
+    /// 99th percentile request latency, microseconds.
+    pub latency_p99_us: f64,
+    /// Slowest request, microseconds.
+    pub latency_max_us: f64,
+    /// Tunnel runs: both proxies' `limits.flush_idle` (their defaults; the
+    /// bench sets none), milliseconds.
+    pub flush_idle_ms: Option<f64>,
+    /// Tunnel runs: both proxies' `limits.flush_max`, milliseconds.
+    pub flush_max_ms: Option<f64>,
     /// CPU seconds of this whole process during the run (clients, server,
     /// relay and both proxies, model included).
     pub cpu_s: f64,
@@ -255,42 +303,106 @@ pub struct RunResult {
 impl RunSpec {
     /// The path's name in reports.
     pub fn path(&self) -> String {
-        match self.mode {
-            Mode::Direct => self.mode.name().to_string(),
-            m => format!("{}{}", m.name(), self.link.suffix()),
+        if self.mode.is_tunnel() {
+            format!("{}{}", self.mode.name(), self.link.suffix())
+        } else {
+            self.mode.name().to_string()
         }
     }
 }
 
 /// Counters the clients share.
 #[derive(Debug, Default)]
-struct Tally {
-    next: AtomicU64,
-    complete: AtomicU64,
-    corrupt: AtomicU64,
-    errors: AtomicU64,
-    unfinished: AtomicU64,
-    app_bytes: AtomicU64,
-    response_bytes: AtomicU64,
+pub(crate) struct Tally {
+    /// Requests started; also the index of the next response asked for.
+    pub(crate) next: AtomicU64,
+    pub(crate) complete: AtomicU64,
+    pub(crate) corrupt: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) unfinished: AtomicU64,
+    pub(crate) app_bytes: AtomicU64,
+    pub(crate) response_bytes: AtomicU64,
+}
+
+impl Tally {
+    /// Adds `n` to counter `c`.
+    pub(crate) fn add(c: &AtomicU64, n: usize) {
+        c.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
 }
 
 /// The measured path: what clients connect to and how its link is counted.
+/// The TCP link relays are `None` where no link is emulated.
 enum Path {
-    Direct(TcpRelay),
+    Direct(Option<TcpRelay>),
+    Relay(PlainRelay, Option<TcpRelay>),
     Tunnel(Box<Pair>),
 }
 
 impl Path {
+    /// Starts the path of `spec` in front of `server`; returns it and where
+    /// clients connect.
+    async fn start(spec: &RunSpec, server: SocketAddr) -> Result<(Path, SocketAddr)> {
+        let link = spec.scenario.link(spec.seed);
+        let emulator = || async {
+            match link.clone() {
+                Some(link) => TcpRelay::start(local(), server, link)
+                    .await
+                    .map(Some)
+                    .context("starting the TCP link relay"),
+                None => Ok(None),
+            }
+        };
+        Ok(match spec.mode {
+            Mode::Direct => {
+                let relay = emulator().await?;
+                let addr = relay.as_ref().map_or(server, TcpRelay::local_addr);
+                (Path::Direct(relay), addr)
+            }
+            Mode::Relay => {
+                let link = emulator().await?;
+                let to = link.as_ref().map_or(server, TcpRelay::local_addr);
+                let relay = PlainRelay::start(local(), to)
+                    .await
+                    .context("starting the plain TCP relay")?;
+                let addr = relay.local_addr();
+                (Path::Relay(relay, link), addr)
+            }
+            m => {
+                let pair =
+                    Pair::start(m.name(), server, link, &spec.model, spec.link.toml()).await?;
+                let addr = pair.addr;
+                (Path::Tunnel(Box::new(pair)), addr)
+            }
+        })
+    }
+
     fn stats(&self) -> LinkStats {
+        let relay = match self {
+            Path::Direct(r) | Path::Relay(_, r) => r.as_ref().map(TcpRelay::stats),
+            Path::Tunnel(p) => p.relay.as_ref().map(crate::link::UdpRelay::stats),
+        };
+        relay.unwrap_or_default()
+    }
+
+    /// The tunnel's flush settings, in milliseconds.
+    fn flush_ms(&self) -> (Option<f64>, Option<f64>) {
         match self {
-            Path::Direct(r) => r.stats(),
-            Path::Tunnel(p) => p.relay.stats(),
+            Path::Tunnel(p) => (
+                Some(p.flush.0.as_secs_f64() * 1e3),
+                Some(p.flush.1.as_secs_f64() * 1e3),
+            ),
+            _ => (None, None),
         }
     }
 
     async fn shutdown(self) {
         match self {
-            Path::Direct(r) => r.shutdown(),
+            Path::Direct(r) => drop(r),
+            Path::Relay(p, r) => {
+                p.shutdown();
+                drop(r);
+            }
             Path::Tunnel(p) => p.shutdown().await,
         }
     }
@@ -298,24 +410,13 @@ impl Path {
 
 /// Runs one scenario × mode × workload and measures it.
 pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
+    anyhow::ensure!(
+        !(spec.traffic == Traffic::Interactive && spec.app == App::NginxCurl),
+        "interactive traffic needs --app builtin: curl makes one connection per request"
+    );
     let server = Server::start(spec).await?;
     let client_app = server.client_app();
-    let link = spec.scenario.link(spec.seed);
-    let (path, addr) = match spec.mode {
-        Mode::Direct => {
-            let relay = TcpRelay::start(local(), server.addr(), link)
-                .await
-                .context("starting the TCP link relay")?;
-            let addr = relay.local_addr();
-            (Path::Direct(relay), addr)
-        }
-        m => {
-            let pair =
-                Pair::start(m.name(), server.addr(), link, &spec.model, spec.link.toml()).await?;
-            let addr = pair.addr;
-            (Path::Tunnel(Box::new(pair)), addr)
-        }
-    };
+    let (path, addr) = Path::start(spec, server.addr()).await?;
     let link0 = path.stats();
     let frames0 = frame_counts();
     let cpu0 = cpu_seconds();
@@ -326,8 +427,14 @@ pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..spec.clients.max(1) {
         let (tally, workload, size) = (tally.clone(), spec.workload.clone(), spec.response_size);
-        let app = client_app.clone();
-        clients.spawn(client(addr, app, tally, workload, size, end, hard));
+        if spec.traffic == Traffic::Interactive {
+            clients.spawn(crate::interactive::client(
+                addr, tally, workload, size, end, hard,
+            ));
+        } else {
+            let app = client_app.clone();
+            clients.spawn(client(addr, app, tally, workload, size, end, hard));
+        }
     }
     let mut latencies = Vec::new();
     while let Some(r) = clients.join_next().await {
@@ -337,6 +444,7 @@ pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
     let cpu_s = cpu_seconds() - cpu0;
     let link1 = path.stats();
     let frames1 = frame_counts();
+    let (flush_idle_ms, flush_max_ms) = path.flush_ms();
     // Let the clients' closes cross the link before the proxies stop, so
     // shutdown does not cut streams that are still closing.
     tokio::time::sleep(spec.scenario.rtt * 2 + Duration::from_millis(200)).await;
@@ -361,23 +469,26 @@ pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
         })
         .filter(|(_, v)| *v > 0)
         .collect();
-    latencies.sort_by(f64::total_cmp);
+    let latency = Summary::of(&mut latencies);
+    let complete = get(&tally.complete);
     Ok(RunResult {
         scenario: spec.scenario.clone(),
         mode: spec.mode,
-        link_mode: match spec.mode {
-            Mode::Direct => "-",
-            _ => spec.link.name(),
+        link_mode: if spec.mode.is_tunnel() {
+            spec.link.name()
+        } else {
+            "-"
         },
         path: spec.path(),
         workload: spec.workload.name.clone(),
+        traffic: spec.traffic,
         app: spec.app,
         response_bytes: u64::try_from(spec.response_size).unwrap_or(u64::MAX),
         workload_bytes: u64::try_from(spec.workload.len()).unwrap_or(u64::MAX),
         clients: u64::try_from(spec.clients.max(1)).unwrap_or(u64::MAX),
         elapsed_s: elapsed,
         requests: get(&tally.next),
-        complete: get(&tally.complete),
+        complete,
         corrupt: get(&tally.corrupt),
         errors: get(&tally.errors),
         unfinished: get(&tally.unfinished),
@@ -391,8 +502,15 @@ pub async fn run_one(spec: &RunSpec) -> Result<RunResult> {
             app_bytes as f64 / (up + down) as f64
         },
         goodput_bps: get(&tally.response_bytes) as f64 * 8.0 / elapsed.max(1e-9),
-        latency_p50_ms: percentile(&latencies, 500),
-        latency_p99_ms: percentile(&latencies, 990),
+        exchanges_per_s: complete as f64 / elapsed.max(1e-9),
+        bytes_verified: get(&tally.response_bytes),
+        latency_p50_ms: latency.p50_us / 1e3,
+        latency_p99_ms: latency.p99_us / 1e3,
+        latency_p50_us: latency.p50_us,
+        latency_p99_us: latency.p99_us,
+        latency_max_us: latency.max_us,
+        flush_idle_ms,
+        flush_max_ms,
         cpu_s,
         frames,
     })
@@ -427,7 +545,9 @@ impl Server {
     async fn start(spec: &RunSpec) -> Result<Server> {
         match spec.app {
             App::Builtin => {
-                let (addr, task) = serve(spec.workload.clone(), spec.response_size).await?;
+                let persistent = spec.traffic == Traffic::Interactive;
+                let (addr, task) =
+                    serve(spec.workload.clone(), spec.response_size, persistent).await?;
                 Ok(Server::Builtin(addr, task))
             }
             App::NginxCurl => {
@@ -495,10 +615,13 @@ fn write_docroot(www: &std::path::Path, workload: &Workload, size: usize) -> Res
     Ok(files)
 }
 
-/// The response server: reads `GET <n>` and answers with response `n`.
+/// The response server: reads `GET <n>` and answers with response `n`, then
+/// closes the connection, or with `persistent` waits for the next request on
+/// it.
 async fn serve(
     workload: Arc<Workload>,
     size: usize,
+    persistent: bool,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(local())
         .await
@@ -511,31 +634,43 @@ async fn serve(
             };
             let workload = workload.clone();
             tokio::spawn(async move {
-                let (r, mut w) = sock.into_split();
-                let mut line = String::new();
-                if BufReader::new(r.take(MAX_REQUEST))
-                    .read_line(&mut line)
-                    .await
-                    .is_err()
-                {
+                if sock.set_nodelay(true).is_err() {
                     return;
                 }
-                let Some(n) = parse_request(&line) else {
-                    return;
-                };
-                let _ = w.write_all(&workload.response(n, size)).await;
-                let _ = w.shutdown().await;
+                let (r, mut w) = sock.into_split();
+                let mut r = BufReader::new(r);
+                loop {
+                    let mut line = String::new();
+                    match (&mut r).take(MAX_REQUEST).read_line(&mut line).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let Some(n) = parse_request(&line) else {
+                        return;
+                    };
+                    if w.write_all(&workload.response(n, size)).await.is_err() {
+                        return;
+                    }
+                    if !persistent {
+                        let _ = w.shutdown().await;
+                        return;
+                    }
+                }
             });
         }
     });
     Ok((addr, task))
 }
 
-fn parse_request(line: &str) -> Option<u64> {
-    line.trim().strip_prefix("GET ")?.parse().ok()
+/// The response index of a request line: `GET <n>`, then anything after a
+/// space.
+pub(crate) fn parse_request(line: &str) -> Option<u64> {
+    let rest = line.trim_end_matches(['\r', '\n']).strip_prefix("GET ")?;
+    rest.split(' ').next()?.parse().ok()
 }
 
-/// One client: exchanges until `end`; returns its latencies in ms.
+/// One client: exchanges until `end`, a connection each; returns its
+/// latencies.
 async fn client(
     addr: SocketAddr,
     app: ClientApp,
@@ -544,11 +679,9 @@ async fn client(
     size: usize,
     end: Instant,
     hard: Instant,
-) -> Vec<f64> {
+) -> Vec<Duration> {
     let mut latencies = Vec::new();
-    let add = |c: &AtomicU64, n: usize| {
-        c.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
-    };
+    let add = Tally::add;
     while Instant::now() < end {
         let mut n = tally.next.fetch_add(1, Ordering::Relaxed);
         let t0 = Instant::now();
@@ -581,7 +714,7 @@ async fn client(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Ok(Ok((body, overhead))) => {
-                latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+                latencies.push(t0.elapsed());
                 if body == workload.response(n, size) {
                     add(&tally.complete, 1);
                     add(&tally.app_bytes, overhead + body.len());
@@ -602,15 +735,6 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> 
     let mut body = Vec::new();
     s.read_to_end(&mut body).await?;
     Ok(body)
-}
-
-/// Nearest-rank percentile of sorted values; `per_mille` 500 is the median.
-fn percentile(sorted: &[f64], per_mille: usize) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (sorted.len() * per_mille).div_ceil(1000).max(1);
-    sorted[rank.min(sorted.len()) - 1]
 }
 
 fn local() -> SocketAddr {
@@ -690,13 +814,14 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_and_requests() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 500), 50.0);
-        assert_eq!(percentile(&v, 990), 99.0);
-        assert!(percentile(&[], 500).is_nan());
+    fn requests_and_modes() {
         assert_eq!(parse_request("GET 42\n"), Some(42));
+        assert_eq!(parse_request("GET 42 HTTP/1.1 Host: x\n"), Some(42));
+        assert_eq!(parse_request("GET 42x\n"), None);
         assert_eq!(parse_request("PUT 1\n"), None);
+        assert_eq!(Mode::parse("relay"), Ok(Mode::Relay));
+        assert!(!Mode::Relay.is_tunnel() && !Mode::Direct.is_tunnel());
+        assert!(Mode::Zstd.is_tunnel());
         assert!(cpu_seconds() >= 0.0);
     }
 }

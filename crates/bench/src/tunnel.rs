@@ -1,6 +1,11 @@
 //! The LLMPack path of a run: a receiver in front of the server, a
 //! [`UdpRelay`] in front of the receiver, and a sender that reaches the
-//! receiver through the relay; both proxies run in this process.
+//! receiver through the relay; both proxies run in this process. Without an
+//! emulated link (the `loopback` scenario) the sender dials the receiver
+//! straight over loopback UDP.
+//!
+//! The generated configs set no `[limits]`, so the proxies run with their
+//! defaults (flush timers included), as a user's would.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,8 +37,10 @@ pub struct ModelOpts {
 pub(crate) struct Pair {
     /// Where clients connect (the sender's tunnel listener).
     pub addr: SocketAddr,
-    /// The link between sender and receiver.
-    pub relay: UdpRelay,
+    /// The link between sender and receiver; `None`: plain loopback.
+    pub relay: Option<UdpRelay>,
+    /// The sender's `limits.flush_idle` and `limits.flush_max` in force.
+    pub flush: (Duration, Duration),
     sender: Running,
     receiver: Running,
     dir: PathBuf,
@@ -41,11 +48,11 @@ pub(crate) struct Pair {
 
 impl Pair {
     /// Starts the pair with one tunnel of `codec` to `target` and waits for
-    /// the link.
+    /// the link; `link: None` puts no emulator between them.
     pub async fn start(
         codec: &str,
         target: SocketAddr,
-        link: LinkSpec,
+        link: Option<LinkSpec>,
         model: &ModelOpts,
         link_toml: &str,
     ) -> Result<Self> {
@@ -65,14 +72,24 @@ impl Pair {
             .await
             .context("starting the receiver")?;
         let link_addr = receiver.link.context("receiver has no link address")?;
-        let relay = UdpRelay::start(local(), link_addr, link)
-            .await
-            .context("starting the UDP link relay")?;
+        let relay = match link {
+            Some(link) => Some(
+                UdpRelay::start(local(), link_addr, link)
+                    .await
+                    .context("starting the UDP link relay")?,
+            ),
+            None => None,
+        };
+        let connect = relay.as_ref().map_or(link_addr, UdpRelay::local_addr);
         let sender_toml = format!(
-            "role = \"sender\"\n[link]\nconnect = \"{}\"\npeer_certificate = \"receiver.crt\"\ncertificate = \"sender.crt\"\nkey = \"sender.key\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"\n{mode}{model_toml}\n[[tunnel]]\nname = \"{TUNNEL}\"\nlisten = \"127.0.0.1:0\"\ncodec = \"{codec}\"\n",
-            relay.local_addr()
+            "role = \"sender\"\n[link]\nconnect = \"{connect}\"\npeer_certificate = \"receiver.crt\"\ncertificate = \"sender.crt\"\nkey = \"sender.key\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"\n{mode}{model_toml}\n[[tunnel]]\nname = \"{TUNNEL}\"\nlisten = \"127.0.0.1:0\"\ncodec = \"{codec}\"\n"
         );
-        let sender = llmpack_proxy::start(load(&dir, "sender.toml", &sender_toml)?)
+        let sender_config = load(&dir, "sender.toml", &sender_toml)?;
+        let flush = (
+            sender_config.limits.flush_idle,
+            sender_config.limits.flush_max,
+        );
+        let sender = llmpack_proxy::start(sender_config)
             .await
             .context("starting the sender")?;
         let addr = *sender
@@ -90,6 +107,7 @@ impl Pair {
         Ok(Pair {
             addr,
             relay,
+            flush,
             sender,
             receiver,
             dir,
@@ -100,7 +118,9 @@ impl Pair {
     pub async fn shutdown(self) {
         self.sender.shutdown().await;
         self.receiver.shutdown().await;
-        self.relay.shutdown();
+        if let Some(r) = self.relay {
+            r.shutdown();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use llmpack_bench::{App, LinkChoice, Mode, ModelOpts, RunSpec, Scenario, Workload, run_one};
+use llmpack_bench::{
+    App, LinkChoice, Mode, ModelOpts, RunSpec, Scenario, Traffic, Workload, run_one,
+};
 use sha2::{Digest, Sha256};
 
 /// Text that is always there: this crate's own sources.
@@ -28,6 +30,7 @@ fn one_second(
         scenario: scenario.clone(),
         mode,
         workload: workload.clone(),
+        traffic: Traffic::Exchange,
         duration: Duration::from_secs(1),
         grace: Duration::from_secs(30),
         clients: 2,
@@ -82,6 +85,52 @@ async fn tiny_scenario_is_byte_exact() -> Result<()> {
                 r.frames
             );
         }
+    }
+    Ok(())
+}
+
+/// Interactive exchanges on loopback, no emulator: every path answers every
+/// exchange byte-exact on one connection per client, and the latency fields
+/// are filled in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_on_loopback_is_byte_exact() -> Result<()> {
+    let workload = Arc::new(text()?);
+    let size = 1024;
+    for mode in [Mode::Direct, Mode::Relay, Mode::Zstd] {
+        let spec = RunSpec {
+            traffic: Traffic::Interactive,
+            ..one_second(&Scenario::loopback(), &workload, mode, size, App::Builtin)
+        };
+        let r = run_one(&spec).await?;
+        let name = &r.path;
+        ensure!(
+            r.requests > 0 && r.complete == r.requests && r.corrupt == 0 && r.errors == 0,
+            "{name}: {} of {} complete, {} corrupt, {} failed",
+            r.complete,
+            r.requests,
+            r.corrupt,
+            r.errors
+        );
+        ensure!(r.bytes_verified == r.complete * size as u64, "{name}");
+        ensure!(
+            r.latency_p50_us > 0.0
+                && r.latency_p50_us <= r.latency_p99_us
+                && r.latency_p99_us <= r.latency_max_us,
+            "{name}: p50 {} p99 {} max {}",
+            r.latency_p50_us,
+            r.latency_p99_us,
+            r.latency_max_us
+        );
+        ensure!(r.exchanges_per_s > 0.0, "{name}");
+        ensure!(
+            (r.link_bytes_up, r.link_bytes_down) == (0, 0),
+            "{name}: link bytes counted without an emulator"
+        );
+        ensure!(
+            r.flush_idle_ms.is_some() == mode.is_tunnel(),
+            "{name}: flush settings {:?}",
+            r.flush_idle_ms
+        );
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! files), `check-config`, `keygen`, `pack` / `unpack` (files), `eval` (bits
 //! per byte against zstd, xz and brotli, with round-trip checks and
 //! throughput), `speed` (the model's coding speed and where its time goes),
-//! `bench` (the tunnel over emulated links).
+//! `bench` (the tunnel over emulated links), `emulate` (that link emulator as
+//! a UDP relay between a user's own sender and receiver).
 
 mod engine;
 mod eval;
@@ -67,6 +68,20 @@ enum Cmd {
     /// Measure goodput, compression and latency of plain TCP and of the
     /// tunnel per codec over emulated links; plot goodput vs link rate.
     Bench(llmpack_bench::BenchArgs),
+    /// Relay UDP between a sender and a receiver through an emulated link
+    /// (rate, RTT, jitter, loss, queue) and count what it delivers and drops:
+    /// try a deployment before the real link exists.
+    ///
+    /// "up" is sender to receiver (datagrams arriving at --listen, sent on to
+    /// --to); "down" is the replies, sent back to the address that sent last
+    /// (one sender at a time, as a QUIC link is). Every --report and at exit
+    /// (Ctrl-C or SIGTERM) it prints, per direction, datagrams in, delivered,
+    /// lost (random loss) and queue-dropped (full bottleneck queue).
+    ///
+    /// Example, with a receiver listening on 127.0.0.1:4433 and the sender's
+    /// `link.connect` set to 127.0.0.1:4434: `llmpack emulate --listen
+    /// 127.0.0.1:4434 --to 127.0.0.1:4433 --rate 64kbit --rtt 600ms`.
+    Emulate(llmpack_bench::emulate::EmulateArgs),
     /// Run the sending proxy: accept local TCP clients on each tunnel's
     /// address and carry them over the QUIC link to the receiver.
     Sender {
@@ -189,6 +204,7 @@ fn main() {
         Cmd::Eval(args) => eval::run(&args),
         Cmd::Speed(args) => speed::run(&args),
         Cmd::Bench(args) => llmpack_bench::run(&args),
+        Cmd::Emulate(args) => tunnel::emulate(&args),
         Cmd::Sender { config } => tunnel::serve(&config, llmpack_proxy::config::Role::Sender),
         Cmd::Receiver { config } => tunnel::serve(&config, llmpack_proxy::config::Role::Receiver),
         Cmd::CheckConfig { config } => tunnel::check(&config),

@@ -1,4 +1,4 @@
-//! `llmpack sender`, `receiver`, `check-config` and `keygen`.
+//! `llmpack sender`, `receiver`, `emulate`, `check-config` and `keygen`.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,12 @@ pub fn serve(path: &Path, role: Role) -> Result<()> {
     }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(llmpack_proxy::run(config, shutdown_signal()))
+}
+
+/// Runs `llmpack emulate` until SIGINT or SIGTERM.
+pub fn emulate(args: &llmpack_bench::emulate::EmulateArgs) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(llmpack_bench::emulate::run(args, shutdown_signal()))
 }
 
 async fn shutdown_signal() {
