@@ -107,6 +107,8 @@ pub struct BlockDecoder {
     loss: BTreeMap<u32, LossRecord>,
     next_report: Option<Instant>,
     reported_below: u32,
+    /// The next report repeats the cumulative ack (see `reack`).
+    reack: bool,
     /// Moving average of the gap between a block's symbols.
     gap: Duration,
     /// One past the highest block a symbol arrived for.
@@ -144,6 +146,7 @@ impl BlockDecoder {
             loss: BTreeMap::new(),
             next_report: None,
             reported_below: 0,
+            reack: false,
             gap: Duration::ZERO,
             seen_below: 0,
             rtt: Duration::ZERO,
@@ -183,6 +186,7 @@ impl BlockDecoder {
         }
         if h.block < self.next_deliver {
             self.account(now, h, false); // late symbol of a delivered block
+            self.reack(now);
             return Ok(());
         }
         let next = self.next_deliver;
@@ -201,7 +205,10 @@ impl BlockDecoder {
         self.seen_below = self.seen_below.max(h.block + 1);
         let p = match self.blocks.get_mut(&h.block) {
             Some(Rx::Done(_) | Rx::Delivered) => {
+                // Decoded but held behind an earlier block: the cumulative
+                // ack does not cover it, so ack it by itself.
                 self.account(now, h, false);
+                self.push_feedback(Feedback::Decoded { block: h.block });
                 return Ok(());
             }
             Some(Rx::Partial(p)) => p,
@@ -300,6 +307,16 @@ impl BlockDecoder {
         rec.last = now;
         self.next_report
             .get_or_insert(now + self.config.report_interval);
+    }
+
+    /// A symbol of a decoded block arrived: the sender may not know it is
+    /// decoded (lost feedback; its tail probe). The next report, due within
+    /// `topup_after`, repeats the cumulative ack (at most one per
+    /// `topup_after`, whatever arrives).
+    fn reack(&mut self, now: Instant) {
+        self.reack = true;
+        let soon = now + self.config.topup_after;
+        self.next_report = Some(self.next_report.map_or(soon, |t| t.min(soon)));
     }
 
     fn push_feedback(&mut self, fb: Feedback) {
@@ -453,7 +470,7 @@ impl BlockDecoder {
             *l += w * (sample - *l);
         }
         let decoded_below = self.decoded_below();
-        if expected > 0 || decoded_below != self.reported_below {
+        if expected > 0 || decoded_below != self.reported_below || std::mem::take(&mut self.reack) {
             self.reported_below = decoded_below;
             self.push_feedback(Feedback::Report {
                 decoded_below,

@@ -110,6 +110,9 @@ pub struct EncoderStats {
     pub blocks: u64,
     /// Blocks given up and handed to [`BlockEncoder::poll_fallback`].
     pub fallbacks: u64,
+    /// Tail probes: one repair symbol resent for a block with no feedback
+    /// (see [`BlockEncoder::handle_timeout`]).
+    pub probes: u64,
     /// Repair ratio in force.
     pub repair_ratio: f64,
     /// Moving average of the loss the receiver reports.
@@ -127,7 +130,21 @@ struct Encoded {
     next_repair: u32,
     topups: u32,
     deadline: Option<Instant>,
+    /// When to send a tail probe if no feedback has come.
+    probe_at: Option<Instant>,
+    probes: u32,
 }
+
+/// Tail probes per block: a block whose every symbol was lost is unknown to
+/// the receiver, which therefore cannot ask for it (it asks for a block it
+/// skipped only once a later one arrives, and the last block of an exchange
+/// has none after it). A probe, one fresh repair symbol, makes the block
+/// known (or, if the block was decoded and the feedback lost, draws a new
+/// report), so a lost tail costs a few round trips instead of the whole
+/// `ack_timeout` and a fallback.
+const MAX_PROBES: u32 = 2;
+/// Least wait before a tail probe.
+const PROBE_MIN: Duration = Duration::from_millis(25);
 
 struct TxBlock {
     data: Vec<u8>,
@@ -199,6 +216,12 @@ impl BlockEncoder {
         self.config.ack_timeout.max(self.rtt * 4)
     }
 
+    /// Wait after a block's last symbol before a tail probe: two round
+    /// trips, at least [`PROBE_MIN`], plus `block_delay`.
+    fn probe_after(&self) -> Duration {
+        (self.rtt * 2).max(PROBE_MIN) + self.config.block_delay
+    }
+
     /// Whether [`push`](Self::push) would refuse: too many blocks in flight.
     pub fn is_full(&self) -> bool {
         self.blocks.len() >= self.config.max_blocks_in_flight
@@ -262,7 +285,14 @@ impl BlockEncoder {
             .blocks
             .values()
             .filter_map(|b| b.encoded.as_ref()?.deadline);
-        open.into_iter().chain(acks).min()
+        let probe = if self.queue.is_empty() {
+            (self.blocks.values().rev())
+                .find_map(|b| b.encoded.as_ref())
+                .and_then(|e| e.probe_at)
+        } else {
+            None
+        };
+        open.into_iter().chain(acks).chain(probe).min()
     }
 
     /// Handles expired deadlines; [`poll_transmit`](Self::poll_transmit) calls it too.
@@ -298,6 +328,34 @@ impl BlockEncoder {
         for id in overdue {
             self.give_up(id);
         }
+        // Only the newest block sent is probed, and only while nothing
+        // else waits to go: any later symbol that arrives shows the
+        // receiver the blocks before it, and it asks for those itself.
+        let probe_after = self.probe_after();
+        if !self.queue.is_empty() {
+            return;
+        }
+        let Some((&id, enc)) =
+            (self.blocks.iter_mut().rev()).find_map(|(id, b)| Some((id, b.encoded.as_mut()?)))
+        else {
+            return;
+        };
+        if enc.probe_at.is_none_or(|t| t > now) {
+            return;
+        }
+        let k = u32::from(enc.header.k);
+        if enc.probes >= MAX_PROBES || k + enc.next_repair + 1 > MAX_ESI {
+            enc.probe_at = None;
+            return;
+        }
+        // Backs off: the second probe waits twice as long.
+        enc.probes += 1;
+        enc.probe_at = Some(now + probe_after * (enc.probes + 1));
+        if let Some(p) = enc.encoder.repair_packets(enc.next_repair, 1).pop() {
+            self.queue.push_front((id, datagram(enc.header, p)));
+            enc.next_repair += 1;
+            self.stats.probes += 1;
+        }
     }
 
     /// The next datagram to send, at most `max_datagram` bytes (quinn's
@@ -305,6 +363,7 @@ impl BlockEncoder {
     pub fn poll_transmit(&mut self, now: Instant, max_datagram: usize) -> Option<Vec<u8>> {
         self.handle_timeout(now);
         let timeout = self.ack_timeout();
+        let probe_after = self.probe_after();
         loop {
             if let Some((id, datagram)) = self.queue.pop_front() {
                 let Some(enc) = self.blocks.get_mut(&id).and_then(|b| b.encoded.as_mut()) else {
@@ -315,6 +374,9 @@ impl BlockEncoder {
                     continue;
                 }
                 enc.deadline = Some(now + timeout);
+                if enc.probes == 0 && enc.topups == 0 {
+                    enc.probe_at = Some(now + probe_after);
+                }
                 return Some(datagram);
             }
             let id = *self.blocks.iter().find(|(_, b)| b.encoded.is_none())?.0;
@@ -368,6 +430,8 @@ impl BlockEncoder {
             next_repair: repair,
             topups: 0,
             deadline: None,
+            probe_at: None,
+            probes: 0,
         });
         Some(())
     }
@@ -377,8 +441,12 @@ impl BlockEncoder {
         match fb {
             Feedback::Decoded { block } => {
                 self.progressed |= self.blocks.remove(&block).is_some();
+                self.known_up_to(block);
             }
-            Feedback::NeedMore { block, symbols } => self.top_up(block, symbols),
+            Feedback::NeedMore { block, symbols } => {
+                self.known_up_to(block);
+                self.top_up(block, symbols);
+            }
             Feedback::Report {
                 decoded_below,
                 expected,
@@ -402,6 +470,16 @@ impl BlockEncoder {
                     self.stats.repair_ratio =
                         (loss * 1.25 + 0.01).clamp(self.config.min_ratio, self.config.max_ratio);
                 }
+            }
+        }
+    }
+
+    /// The receiver has seen block `last`: it knows every block up to it
+    /// and asks for any it lacks, so they need no tail probe.
+    fn known_up_to(&mut self, last: u32) {
+        for b in self.blocks.range_mut(..=last).map(|(_, b)| b) {
+            if let Some(e) = b.encoded.as_mut() {
+                e.probe_at = None;
             }
         }
     }

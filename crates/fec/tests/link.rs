@@ -181,7 +181,7 @@ fn twenty_percent_loss_delivers_everything() {
     eprintln!(
         "measured loss {:.3}, repair overhead {:.3} (target <= {:.3}); ratio now {:.3}, \
          loss estimate {:.3}; blocks {} ({} recovered with repair), top-ups {} ({} symbols), \
-         fallbacks {} ({} used)",
+         fallbacks {} ({} used), probes {}",
         loss,
         overhead,
         1.5 * loss + 0.02,
@@ -193,6 +193,7 @@ fn twenty_percent_loss_delivers_everything() {
         o.enc.topup_symbols,
         o.enc.fallbacks,
         o.fallbacks_used,
+        o.enc.probes,
     );
     assert!(
         o.dec.blocks_recovered > 0,

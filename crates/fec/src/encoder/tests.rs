@@ -149,16 +149,86 @@ fn too_small_datagram_falls_back() {
 }
 
 #[test]
-fn ack_timeout_falls_back() {
+fn ack_timeout_falls_back_after_the_tail_probes() {
     let now = Instant::now();
-    let mut enc = encoder(EncoderConfig::default());
+    let cfg = EncoderConfig::default();
+    let mut enc = encoder(cfg.clone());
     enc.push(now, b"x").unwrap();
     let later = now + Duration::from_millis(10);
     while enc.poll_transmit(later, 1200).is_some() {}
-    let deadline = enc.poll_timeout().unwrap();
-    assert_eq!(deadline, later + EncoderConfig::default().ack_timeout);
-    enc.handle_timeout(deadline);
-    assert!(enc.poll_fallback().is_some());
+    // No feedback: a probe after 25 ms + block_delay, another twice as
+    // late, then the fallback ack_timeout after the last symbol sent.
+    let step = PROBE_MIN + cfg.block_delay;
+    let mut sent_at = Vec::new();
+    let mut t = later;
+    for _ in 0..10 {
+        t = enc.poll_timeout().unwrap();
+        enc.handle_timeout(t);
+        if enc.poll_fallback().is_some() {
+            break;
+        }
+        while enc.poll_transmit(t, 1200).is_some() {
+            sent_at.push(t);
+        }
+    }
+    assert_eq!(sent_at, vec![later + step, later + step * 3]);
+    assert_eq!(t, later + step * 3 + cfg.ack_timeout);
+    assert_eq!(enc.stats().probes, 2);
+}
+
+/// Every symbol of the last block is lost: the tail probe makes it known,
+/// the receiver decodes it, and no fallback happens. Then a decoded block
+/// whose feedback is lost: the probe draws a report that frees it.
+#[test]
+fn a_tail_probe_recovers_a_wholly_lost_block_and_a_lost_ack() {
+    use crate::{BlockDecoder, DecoderConfig};
+    let now = Instant::now();
+    let mut enc = encoder(EncoderConfig::default());
+    let mut dec = BlockDecoder::new(DecoderConfig::default()).unwrap();
+    enc.push(now, b"request").unwrap();
+    enc.flush();
+    while enc.poll_transmit(now, 1200).is_some() {} // all lost
+    let t = enc.poll_timeout().unwrap();
+    assert!(t < now + Duration::from_millis(100), "probe due soon");
+    enc.handle_timeout(t);
+    let probe = enc.poll_transmit(t, 1200).unwrap();
+    dec.handle_datagram(t, &probe).unwrap();
+    assert_eq!(dec.poll_item().unwrap(), b"request");
+    let mut freed = false;
+    let mut u = t;
+    for _ in 0..4 {
+        while let Some(fb) = dec.poll_feedback(u) {
+            enc.handle_feedback(fb);
+        }
+        freed |= enc.blocks_in_flight() == 0;
+        u += Duration::from_millis(30);
+    }
+    assert!(freed, "the probe's block was acknowledged");
+    assert!(enc.poll_fallback().is_none());
+
+    // Block 1 arrives and decodes; its feedback is lost.
+    let t = u;
+    enc.push(t, b"again").unwrap();
+    enc.flush();
+    while let Some(d) = enc.poll_transmit(t, 1200) {
+        dec.handle_datagram(t, &d).unwrap();
+    }
+    assert_eq!(dec.poll_item().unwrap(), b"again");
+    while dec.poll_feedback(t + Duration::from_millis(200)).is_some() {} // lost
+    assert_eq!(enc.blocks_in_flight(), 1);
+    let p = enc.poll_timeout().unwrap();
+    enc.handle_timeout(p);
+    let probe = enc.poll_transmit(p, 1200).unwrap();
+    dec.handle_datagram(p, &probe).unwrap();
+    let mut u = p;
+    for _ in 0..4 {
+        while let Some(fb) = dec.poll_feedback(u) {
+            enc.handle_feedback(fb);
+        }
+        u += Duration::from_millis(10);
+    }
+    assert_eq!(enc.blocks_in_flight(), 0, "the re-ack freed the block");
+    assert!(enc.poll_fallback().is_none());
 }
 
 #[test]
