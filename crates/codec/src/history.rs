@@ -8,7 +8,7 @@
 //! zstd indexes a prefix before it compresses, at a cost that grows with
 //! the prefix (128 KiB at level 3: ~0.4 ms, sixty times the compression of a
 //! 1 KiB frame alone). The encoder therefore gives a frame only the last
-//! [`prefix_len`] bytes, scaled to the frame. The decoder always refers to
+//! `prefix_len` bytes, scaled to the frame. The decoder always refers to
 //! the whole history: a zstd offset counts back from the byte being
 //! decoded, so a longer prefix that ends at the same byte resolves every
 //! offset the same way, and frames from encoders that used any suffix of
@@ -59,7 +59,7 @@ impl History {
     }
 
     /// Compresses `data` with the history as prefix (its last
-    /// [`prefix_len`] bytes). `None` when the result would not be smaller
+    /// `prefix_len` bytes). `None` when the result would not be smaller
     /// than `data`.
     pub fn compress(&self, level: i32, data: &[u8]) -> Option<Vec<u8>> {
         self.compress_part(level, data, data.len())
