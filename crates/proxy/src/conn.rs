@@ -20,18 +20,20 @@
 //! the socket and not yet acknowledged, one frame being decoded, and small
 //! bounded channels between the futures.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use futures::FutureExt;
 use llmpack_codec::{
     ByteVocab, DecodeError, EncodedFrame, LaneId, LmParams, Policy, StreamConfig, StreamDecoder,
     StreamEncoder, Vocabulary,
 };
-use llmpack_frame::{FrameHeader, MAX_FRAME_LEN, Msg};
+use llmpack_frame::protocol::{
+    FinStep, FrameStep, Inbound, Inbox, ProtoError, Receiving, Restarted, Sending,
+};
+use llmpack_frame::{FrameHeader, Msg};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -39,10 +41,6 @@ use tokio::time::Instant;
 
 use crate::fec_link::{Attached, FecRx, FecTx, ITEM_PAYLOAD, KIND_END, KIND_MSGS};
 use crate::sched::{SchedError, Scheduler, Work};
-
-/// Bytes of a direction's history that a rebuilt model context starts from
-/// after a failed frame (on top of the tunnel's primer).
-const REBUILD_TAIL: usize = 1024;
 
 /// QUIC application error code for a stream reset by LLMPack.
 pub const RESET_CODE: u32 = 1;
@@ -227,6 +225,16 @@ pub enum ConnError {
     Sched(#[from] SchedError),
 }
 
+impl From<ProtoError> for ConnError {
+    fn from(e: ProtoError) -> Self {
+        match e {
+            ProtoError::Refused(r) => ConnError::Refused(r),
+            ProtoError::Violation(v) => ConnError::Protocol(v),
+            e => ConnError::Protocol(e.to_string()),
+        }
+    }
+}
+
 impl Coding {
     fn stream_config(&self, policy: Policy, lm: bool) -> StreamConfig {
         StreamConfig {
@@ -337,16 +345,8 @@ pub async fn track_link_rate(conn: quinn::Connection, rate: Arc<std::sync::atomi
     }
 }
 
-/// Appends `data` to a bounded tail buffer.
-fn push_tail(tail: &mut Vec<u8>, data: &[u8]) {
-    let data = &data[data.len().saturating_sub(REBUILD_TAIL)..];
-    tail.extend_from_slice(data);
-    if tail.len() > REBUILD_TAIL {
-        tail.drain(..tail.len() - REBUILD_TAIL);
-    }
-}
-
-/// Control messages for the encode pump.
+/// Control messages for the encode pump: the peer's ack and resend
+/// requests of this end's frames.
 #[derive(Debug)]
 enum Ctl {
     Ack(u64),
@@ -369,14 +369,22 @@ pub(crate) async fn carry(
 ) -> Result<(), ConnError> {
     let (rd, wr) = tcp.split();
     let (out_tx, out_rx) = mpsc::channel::<Msg>(64);
-    let (in_tx, in_rx) = mpsc::channel::<Msg>(4);
+    let (in_tx, in_rx) = mpsc::channel::<Inbound>(4);
     let (ctl_tx, ctl_rx) = mpsc::channel::<Ctl>(1024);
     let (fec_tx, fec_rx) = match fec {
         Some(a) => (Some(a.tx), Some(a.rx)),
         None => (None, None),
     };
     tokio::try_join!(
-        reader(recv, initial, in_tx, ctl_tx, expect_opened, coding, fec_rx),
+        reader(
+            recv,
+            initial,
+            in_tx,
+            ctl_tx,
+            Inbox::new(expect_opened),
+            coding,
+            fec_rx
+        ),
         writer(send, out_rx, coding, fec_tx),
         encode_pump(rd, ctl_rx, out_tx.clone(), coding),
         decode_pump(wr, in_rx, out_tx, coding),
@@ -384,12 +392,12 @@ pub(crate) async fn carry(
     Ok(())
 }
 
-/// Reads more of the peer's messages from the stream into `buf`; `false`
-/// at their end.
-async fn read_stream(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> Result<bool, ConnError> {
+/// Reads more of the peer's messages from the stream into `inbox`;
+/// `false` at their end.
+async fn read_stream(recv: &mut quinn::RecvStream, inbox: &mut Inbox) -> Result<bool, ConnError> {
     match recv.read_chunk(64 << 10, true).await {
         Ok(Some(chunk)) => {
-            buf.extend_from_slice(&chunk.bytes);
+            inbox.push(&chunk.bytes);
             Ok(true)
         }
         Ok(None) => Ok(false),
@@ -414,16 +422,15 @@ async fn read_fec(
     recv: &mut quinn::RecvStream,
     rx: &mut FecRx,
     side: &mut StreamSide,
-    expect_opened: &mut bool,
-    buf: &mut BytesMut,
+    inbox: &mut Inbox,
 ) -> Result<bool, ConnError> {
     loop {
         tokio::select! {
             it = rx.recv() => {
-                *expect_opened = false;
+                inbox.opened();
                 return match it {
                     Some(it) if it.kind() == KIND_MSGS => {
-                        buf.extend_from_slice(it.payload());
+                        inbox.push(it.payload());
                         Ok(true)
                     }
                     Some(_) => Ok(false),
@@ -450,7 +457,7 @@ async fn read_fec(
                     match Msg::decode(&mut cur) {
                         Ok(Msg::Opened) if cur.is_empty() => {
                             side.awaiting_opened = false;
-                            *expect_opened = false;
+                            inbox.opened();
                         }
                         Ok(Msg::Refused { reason }) => return Err(ConnError::Refused(reason)),
                         Ok(m) => {
@@ -471,45 +478,30 @@ async fn read_fec(
 
 async fn reader(
     recv: &mut quinn::RecvStream,
-    mut buf: BytesMut,
-    frames: mpsc::Sender<Msg>,
+    initial: BytesMut,
+    frames: mpsc::Sender<Inbound>,
     ctl: mpsc::Sender<Ctl>,
-    mut expect_opened: bool,
+    mut inbox: Inbox,
     coding: &Coding,
     mut fec: Option<FecRx>,
 ) -> Result<(), ConnError> {
     let mut side = StreamSide {
         open: true,
-        awaiting_opened: expect_opened,
+        awaiting_opened: inbox.awaiting_opened(),
         buf: BytesMut::new(),
     };
-    let max_msg = MAX_FRAME_LEN as usize + 64;
+    inbox.push(&initial);
     loop {
-        // Parse every whole message in the buffer.
-        loop {
-            let mut cur = &buf[..];
-            let msg = match Msg::decode(&mut cur) {
-                Ok(m) => m,
-                Err(llmpack_frame::Error::Incomplete { .. }) => break,
-                Err(e) => return Err(ConnError::Protocol(e.to_string())),
-            };
-            let used = buf.len() - cur.len();
-            buf.advance(used);
-            if expect_opened {
-                match msg {
-                    Msg::Opened => {
-                        expect_opened = false;
-                        continue;
-                    }
-                    Msg::Refused { reason } => return Err(ConnError::Refused(reason)),
-                    m => {
-                        return Err(ConnError::Protocol(format!("expected Opened, got {m:?}")));
-                    }
+        while let Some(m) = inbox.poll()? {
+            match m {
+                Inbound::Ack(seq) => {
+                    let _ = ctl.send(Ctl::Ack(seq)).await;
                 }
-            }
-            match msg {
-                Msg::Frame { .. } | Msg::Restart { .. } | Msg::Fin => {
-                    if let Msg::Frame { header, .. } = &msg {
+                Inbound::Resend(seq) => {
+                    let _ = ctl.send(Ctl::Resend(seq)).await;
+                }
+                m => {
+                    if let Inbound::Frame { header, .. } = &m {
                         coding.metrics.link[Dir::In as usize].increment(
                             u64::from(header.payload_len)
                                 + llmpack_frame::FRAME_HEADER_LEN as u64
@@ -517,33 +509,18 @@ async fn reader(
                         );
                     }
                     frames
-                        .send(msg)
+                        .send(m)
                         .await
                         .map_err(|_| ConnError::Protocol("data after the peer's Fin".into()))?;
                 }
-                Msg::Ack { seq } => {
-                    let _ = ctl.send(Ctl::Ack(seq)).await;
-                }
-                Msg::Resend { seq } => {
-                    let _ = ctl.send(Ctl::Resend(seq)).await;
-                }
-                m => return Err(ConnError::Protocol(format!("unexpected {m:?}"))),
             }
-        }
-        if buf.len() > max_msg {
-            return Err(ConnError::Protocol("message larger than any frame".into()));
         }
         let more = match fec.as_mut() {
-            None => read_stream(recv, &mut buf).await?,
-            Some(rx) => read_fec(recv, rx, &mut side, &mut expect_opened, &mut buf).await?,
+            None => read_stream(recv, &mut inbox).await?,
+            Some(rx) => read_fec(recv, rx, &mut side, &mut inbox).await?,
         };
         if !more {
-            if !buf.is_empty() {
-                return Err(ConnError::Protocol("stream ends inside a message".into()));
-            }
-            if expect_opened {
-                return Err(ConnError::Refused("the receiver closed the stream".into()));
-            }
+            inbox.finish()?;
             return Ok(());
         }
     }
@@ -592,26 +569,18 @@ async fn writer(
 
 type Coded = Pin<Box<dyn Future<Output = Result<Work, SchedError>> + Send>>;
 
-/// The sending direction's state.
+/// The sending direction: the protocol state ([`Sending`]) and its coder.
 struct Outbound<'a> {
     coding: &'a Coding,
     enc: Option<Box<StreamEncoder>>,
     out: mpsc::Sender<Msg>,
-    next_seq: u64,
-    /// Frames sent and not yet acknowledged: sequence number and bytes.
-    unacked: VecDeque<(u64, Vec<u8>)>,
-    unacked_bytes: usize,
-    /// The last bytes of everything framed so far.
-    tail: Vec<u8>,
+    proto: Sending,
 }
 
 impl Outbound<'_> {
     async fn send_frame(&mut self, f: EncodedFrame, data: Vec<u8>) -> Result<(), ConnError> {
         self.coding.count_frame(Dir::Out, &f.header);
-        push_tail(&mut self.tail, &data);
-        self.unacked_bytes += data.len();
-        self.unacked.push_back((self.next_seq, data));
-        self.next_seq += 1;
+        self.proto.sent(data);
         self.msg(Msg::Frame {
             header: f.header,
             payload: f.payload,
@@ -626,26 +595,11 @@ impl Outbound<'_> {
             .map_err(|_| ConnError::Stream("writer stopped".into()))
     }
 
-    fn ack(&mut self, seq: u64) {
-        while let Some((s, d)) = self.unacked.front() {
-            if *s > seq {
-                break;
-            }
-            self.unacked_bytes -= d.len();
-            self.unacked.pop_front();
-        }
-    }
-
     /// The peer could not decode frame `seq`: resend it and every later
     /// frame model-free, then go on with a context rebuilt from the bytes.
     async fn restart(&mut self, seq: u64) -> Result<(), ConnError> {
-        let first = self.unacked.front().map(|(s, _)| *s);
-        if first.is_none_or(|f| seq < f) || seq >= self.next_seq {
-            return Err(ConnError::Protocol(format!(
-                "resend of frame {seq}, which is not outstanding"
-            )));
-        }
-        let frames = u32::try_from(self.next_seq - seq)
+        let resend = self.proto.on_resend(seq)?;
+        let frames = u32::try_from(resend.bytes.len())
             .map_err(|_| ConnError::Protocol("resend too long".into()))?;
         tracing::warn!(
             tunnel = %self.coding.tunnel, seq, frames,
@@ -660,13 +614,7 @@ impl Outbound<'_> {
             Arc::new(ByteVocab::default()),
             b"",
         );
-        let resend: Vec<Vec<u8>> = self
-            .unacked
-            .iter()
-            .filter(|(s, _)| *s >= seq)
-            .map(|(_, d)| d.clone())
-            .collect();
-        for data in resend {
+        for data in resend.bytes {
             free.push(data);
             let f = free.take_frame().expect("model-free frames finish in push");
             self.coding.count_frame(Dir::Out, &f.header);
@@ -679,7 +627,10 @@ impl Outbound<'_> {
         if let Some(old) = self.enc.take() {
             self.coding.release(old.used_lane());
         }
-        self.enc = Some(self.coding.encoder(&self.coding.rebuilt_primer(&self.tail)));
+        self.enc = Some(
+            self.coding
+                .encoder(&self.coding.rebuilt_primer(self.proto.tail())),
+        );
         Ok(())
     }
 }
@@ -695,16 +646,12 @@ async fn encode_pump<R: AsyncRead + Unpin>(
         coding,
         enc: Some(coding.encoder(&coding.primer)),
         out,
-        next_seq: 0,
-        unacked: VecDeque::new(),
-        unacked_bytes: 0,
-        tail: Vec::new(),
+        proto: Sending::new(),
     };
     let mut pending = BytesMut::new();
     let mut first_at = Instant::now();
     let mut last_read = Instant::now();
     let mut eof = false;
-    let mut fin_sent = false;
     let mut in_flight: Option<(Coded, Vec<u8>)> = None;
     let mut deferred_resend: Option<u64> = None;
     // Frames in a row sent without trying zstd (see `link_outruns_zstd`).
@@ -715,11 +662,11 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                 o.restart(seq).await?;
             }
             if eof && pending.is_empty() {
-                if !fin_sent {
+                if !o.proto.fin_sent() {
                     o.msg(Msg::Fin).await?;
-                    fin_sent = true;
+                    o.proto.fin();
                 }
-                if o.unacked.is_empty() {
+                if o.proto.all_acked() {
                     break Ok(());
                 }
             }
@@ -766,7 +713,8 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                 continue;
             }
         }
-        let room = o.unacked_bytes + pending.len() < limits.buffer && pending.len() < limits.frame;
+        let room =
+            o.proto.unacked_bytes() + pending.len() < limits.buffer && pending.len() < limits.frame;
         let deadline = if pending.is_empty() {
             Instant::now() + Duration::from_secs(3600)
         } else {
@@ -774,7 +722,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
         };
         tokio::select! {
             c = ctl.recv() => match c {
-                Some(Ctl::Ack(seq)) => o.ack(seq),
+                Some(Ctl::Ack(seq)) => o.proto.on_ack(seq)?,
                 Some(Ctl::Resend(seq)) => {
                     if in_flight.is_some() {
                         deferred_resend = Some(seq);
@@ -783,7 +731,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                     }
                 }
                 None => {
-                    if eof && pending.is_empty() && o.unacked.is_empty() && in_flight.is_none() {
+                    if eof && pending.is_empty() && o.proto.all_acked() && in_flight.is_none() {
                         break Ok(());
                     }
                     break Err(ConnError::Stream("the peer closed the stream before acknowledging our data".into()));
@@ -825,7 +773,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
 
 async fn decode_pump<W: AsyncWrite + Unpin>(
     mut wr: W,
-    mut frames: mpsc::Receiver<Msg>,
+    mut frames: mpsc::Receiver<Inbound>,
     out: mpsc::Sender<Msg>,
     coding: &Coding,
 ) -> Result<(), ConnError> {
@@ -838,11 +786,7 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
         }
     };
     let mut dec = coding.decoder(&coding.primer);
-    // Frames of a model-free resend still to come; `dec` decodes them.
-    let mut resend_left: u32 = 0;
-    let mut expect: u64 = 0;
-    let mut discarding: Option<u64> = None;
-    let mut tail: Vec<u8> = Vec::new();
+    let mut proto = Receiving::new();
     let result = loop {
         let Some(msg) = frames.recv().await else {
             break Err(ConnError::Stream(
@@ -850,8 +794,8 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
             ));
         };
         match msg {
-            Msg::Frame { header, payload } => {
-                if discarding.is_some() {
+            Inbound::Frame { header, payload } => {
+                if proto.on_frame()? == FrameStep::Skip {
                     continue;
                 }
                 coding.count_frame(Dir::In, &header);
@@ -874,53 +818,43 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
                     Ok(data) => {
                         wr.write_all(&data).await?;
                         coding.metrics.app[Dir::Out as usize].increment(data.len() as u64);
-                        push_tail(&mut tail, &data);
-                        send(Msg::Ack { seq: expect }).await?;
-                        expect += 1;
-                        if resend_left > 0 {
-                            resend_left -= 1;
-                            if resend_left == 0 {
-                                dec = coding.decoder(&coding.rebuilt_primer(&tail));
-                            }
+                        let step = proto.decoded(&data);
+                        send(Msg::Ack { seq: step.ack }).await?;
+                        if step.rebuild {
+                            coding.release(dec.used_lane());
+                            dec = coding.decoder(&coding.rebuilt_primer(proto.tail()));
+                        }
+                        if step.finished {
+                            wr.shutdown().await?;
+                            break Ok(());
                         }
                     }
                     Err(e) => {
-                        log_failure(coding, expect, &e);
-                        send(Msg::Resend { seq: expect }).await?;
-                        discarding = Some(expect);
+                        let seq = proto.failed();
+                        log_failure(coding, seq, &e);
+                        send(Msg::Resend { seq }).await?;
                     }
                 }
             }
-            Msg::Restart { seq, frames: n } => {
-                if discarding != Some(seq) {
-                    break Err(ConnError::Protocol(format!(
-                        "restart at frame {seq} that was not asked for"
-                    )));
-                }
-                discarding = None;
-                expect = seq;
+            Inbound::Restart { seq, frames: n } => {
+                let Restarted::ModelFree { .. } = proto.on_restart(seq, n)?;
                 coding.release(dec.used_lane());
-                resend_left = n;
-                dec = if n == 0 {
-                    coding.decoder(&coding.rebuilt_primer(&tail))
-                } else {
-                    Box::new(StreamDecoder::new(
-                        0,
-                        &coding.resend_config(),
-                        Arc::new(ByteVocab::default()),
-                        b"",
-                    ))
-                };
+                dec = Box::new(StreamDecoder::new(
+                    0,
+                    &coding.resend_config(),
+                    Arc::new(ByteVocab::default()),
+                    b"",
+                ));
             }
-            Msg::Fin => {
-                if discarding.is_some() {
-                    // The resend comes first, and a Fin after it.
-                    continue;
+            Inbound::Fin => {
+                if proto.on_fin()? == FinStep::Finished {
+                    wr.shutdown().await?;
+                    break Ok(());
                 }
-                wr.shutdown().await?;
-                break Ok(());
             }
-            m => break Err(ConnError::Protocol(format!("unexpected {m:?}"))),
+            Inbound::Ack(_) | Inbound::Resend(_) => {
+                break Err(ConnError::Protocol("control message routed as data".into()));
+            }
         }
     };
     coding.release(dec.used_lane());
