@@ -6,10 +6,10 @@ Starts a receiver and a sender (separate `llmpack` processes, stream mode,
 connections through the tunnel at once. Each sends 1 KiB and waits for its
 echo, checked byte for byte; all N then stay open and idle while the
 proxies' resident memory (VmRSS) is read, and are closed. It prints, per
-round, how many were served and how long it took, and the memory the idle
-connections cost per connection at each end: RSS with N open minus RSS once they closed, over
-N (the allocator keeps freed memory, so after the first round "before"
-overstates nothing and "after" shows whether anything stays behind).
+round, how many were served and how long it took, and each end's RSS
+before, with all N open, and after they closed. The allocator keeps freed
+memory, so the first round (from a fresh process) gives the memory an idle
+connection costs; later rounds show what reuse adds.
 
 Usage: scripts/bench-connections.py [--llmpack PATH] [--conns 2000] [--rounds 5]
 (`scripts/setup.sh` and a release build first; runs on loopback, no root.)
@@ -151,9 +151,9 @@ async def main():
     try:
         for r in range(1, a.rounds + 1):
             served, took, before, during, after = await round_(listen, a.conns, pids, a.timeout)
-            per = {k: (during[k] - after[k]) / a.conns for k in pids}
+            per = {k: (during[k] - before[k]) / a.conns for k in pids}
             print(f"round {r}: {served}/{a.conns} served, all open after {took:.2f} s; "
-                  f"idle memory per connection: sender {per['sender']:.1f} KiB, "
+                  f"RSS growth per open connection: sender {per['sender']:.1f} KiB, "
                   f"receiver {per['receiver']:.1f} KiB; RSS before/open/after (MiB): "
                   f"sender {before['sender']//1024}/{during['sender']//1024}/{after['sender']//1024}, "
                   f"receiver {before['receiver']//1024}/{during['receiver']//1024}/{after['receiver']//1024}")

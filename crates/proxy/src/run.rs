@@ -210,14 +210,29 @@ impl std::fmt::Debug for ModelParts {
 /// connection's stream lingers until both ends have seen its end.
 const STREAM_MARGIN: usize = 64;
 
+/// The link's concurrent-stream limit for `max_connections` connections.
+///
+/// quinn announces freed stream credit (`MAX_STREAMS`) only once more than
+/// an eighth of the limit has been freed since the last announcement, so the
+/// sender may see up to `limit / 8` fewer streams than are really free. The
+/// limit therefore exceeds `max_connections` by more than that lag: with a
+/// margin `m` and `limit = c + m`, `m > limit / 8` needs `m > c / 7`.
+/// Without it, rounds of 2,000 connections that open and close together
+/// found no stream after 12,000-16,000 connections, whenever the unannounced
+/// remainder exceeded the fixed margin.
+pub(crate) fn stream_limit(max_connections: usize) -> u32 {
+    let margin = max_connections / 7 + STREAM_MARGIN;
+    u32::try_from(max_connections.saturating_add(margin))
+        .unwrap_or(u32::MAX)
+        .max(Tuning::DEFAULT_MAX_STREAMS)
+}
+
 pub(crate) fn transport_tuning(link: &LinkConfig, max_connections: usize) -> Tuning {
     let fec = link.mode == LinkMode::DatagramFec;
     Tuning {
         // One stream per tunnelled connection: the link's limit follows
         // limits.max_connections (never below quinn's usual 1024).
-        max_streams: u32::try_from(max_connections.saturating_add(STREAM_MARGIN))
-            .unwrap_or(u32::MAX)
-            .max(Tuning::DEFAULT_MAX_STREAMS),
+        max_streams: stream_limit(max_connections),
         datagrams: fec,
         // A few datagrams: the FEC task keeps quinn fed, and feedback never
         // queues behind seconds of symbols on a slow link.
@@ -318,4 +333,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The margin over max_connections always exceeds the credit quinn may
+    /// hold back (an eighth of the limit), and the limit never drops below
+    /// quinn's default.
+    #[test]
+    fn stream_limit_covers_quinns_unannounced_credit() {
+        for c in [0, 1, 100, 256, 1000, 2000, 2100, 10_000, 100_000, 1 << 24] {
+            let limit = usize::try_from(stream_limit(c)).unwrap();
+            assert!(limit >= c + STREAM_MARGIN, "{c}");
+            assert!(limit - c > limit / 8, "{c}: limit {limit}");
+            assert!(limit >= Tuning::DEFAULT_MAX_STREAMS as usize);
+        }
+    }
 }
