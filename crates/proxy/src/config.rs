@@ -97,6 +97,12 @@ pub struct LinkConfig {
     pub reconnect_min: Duration,
     /// Sender: the wait doubles after each failure up to this.
     pub reconnect_max: Duration,
+    /// The link counts as lost after this long without a packet from the
+    /// other end (QUIC's idle timeout; the two ends' values negotiate to the
+    /// smaller, and QUIC never uses less than three probe timeouts, which
+    /// grow with the round trip). Keep-alives go every third of it, at
+    /// most every second.
+    pub idle_timeout: Duration,
     /// How frames cross the link.
     pub mode: LinkMode,
     /// This end's congestion controller (default: CUBIC in stream mode, BBR

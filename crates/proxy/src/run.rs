@@ -242,6 +242,8 @@ pub(crate) fn transport_tuning(link: &LinkConfig, max_connections: usize) -> Tun
         // encoded; a limit that later shrinks (MTU discovery backing off
         // after delay or loss) strands them, so FEC mode keeps it fixed.
         mtu_discovery: !fec,
+        idle_timeout: link.idle_timeout,
+        keep_alive: (link.idle_timeout / 3).min(Tuning::DEFAULT_KEEP_ALIVE),
         ..Tuning::default()
     }
 }

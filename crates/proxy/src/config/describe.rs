@@ -21,12 +21,13 @@ impl Config {
             Role::Sender => {
                 let _ = writeln!(
                     s,
-                    "link: connect to {} (server name {:?}) from {}; reconnect after {:?} to {:?}",
+                    "link: connect to {} (server name {:?}) from {}; reconnect after {:?} to {:?}; lost after {:?} silent",
                     link.connect.as_deref().unwrap_or("?"),
                     link.server_name,
                     link.bind,
                     link.reconnect_min,
                     link.reconnect_max,
+                    link.idle_timeout,
                 );
             }
             Role::Receiver => {

@@ -63,6 +63,8 @@ pub struct RawLink {
     pub reconnect_min: Option<String>,
     /// Sender: longest reconnect wait.
     pub reconnect_max: Option<String>,
+    /// How long the link may stay silent before it counts as lost.
+    pub idle_timeout: Option<String>,
     /// `"stream"` or `"datagram-fec"`.
     pub mode: Option<String>,
     /// `"cubic"` or `"bbr"`.

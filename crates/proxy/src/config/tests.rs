@@ -162,6 +162,22 @@ fn defaults() {
 }
 
 #[test]
+fn idle_timeout_parses_and_is_bounded() {
+    let c = load(&sender("idle_timeout = \"2s\"")).unwrap();
+    assert_eq!(c.link.idle_timeout, Duration::from_secs(2));
+    let c = load(&sender("")).unwrap();
+    assert_eq!(c.link.idle_timeout, Duration::from_secs(10));
+    assert_eq!(
+        field_err(&sender("idle_timeout = \"100ms\"")).0,
+        "link.idle_timeout"
+    );
+    assert_eq!(
+        field_err(&sender("idle_timeout = \"1h\"")).0,
+        "link.idle_timeout"
+    );
+}
+
+#[test]
 fn values_parse() {
     let c = load(&sender(
         r#"

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use llmpack_codec::{LmParams, Policy};
 use llmpack_frame::MAX_FRAME_LEN;
@@ -62,6 +63,7 @@ fn link(raw: RawLink, role: Role, base_dir: &Path) -> Result<LinkConfig, ConfigE
         token: None,
         reconnect_min: DEFAULT_RECONNECT_MIN,
         reconnect_max: DEFAULT_RECONNECT_MAX,
+        idle_timeout: llmpack_transport::Tuning::DEFAULT_IDLE_TIMEOUT,
         mode: LinkMode::Stream,
         congestion: llmpack_transport::Congestion::Cubic,
         fec: FecSettings::default(),
@@ -79,6 +81,16 @@ fn link(raw: RawLink, role: Role, base_dir: &Path) -> Result<LinkConfig, ConfigE
         };
     }
     link.fec = fec(&raw.fec)?;
+    if let Some(s) = &raw.idle_timeout {
+        let d = duration("link.idle_timeout", s)?;
+        if d < Duration::from_millis(500) || d > Duration::from_secs(600) {
+            return Err(ConfigError::field(
+                "link.idle_timeout",
+                format!("{d:?}: use 500ms to 10min (the default is 10s)"),
+            ));
+        }
+        link.idle_timeout = d;
+    }
     link.congestion = match raw.congestion.as_deref() {
         None if link.mode == LinkMode::DatagramFec => llmpack_transport::Congestion::Bbr,
         None | Some("cubic") => llmpack_transport::Congestion::Cubic,
