@@ -345,6 +345,79 @@ async fn perturbed_predictor_is_recovered_by_resends() {
     p.shutdown().await;
 }
 
+/// The model runtime fails now and then on both ends: the failed frames are
+/// resent model-free, the inference thread goes on serving, and no byte
+/// differs or is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_model_calls_fail_only_their_frames() {
+    let dir = scratch("modelfail");
+    keys(&dir);
+    let echo = echo_server().await;
+    let o = Opts {
+        model: "max_delay = \"3600s\"".into(),
+        limits: "frame = \"4KiB\"".into(),
+        ..Opts::default()
+    };
+    let (resends_before, failures_before) = (resends(), model_failures());
+    let decode_failures_before = decode_failures();
+    let p = pair_with(
+        &dir,
+        &[tunnel("m", "lm", echo)],
+        &o,
+        Some(failing_toy_model(4, 9, 3000, 9000)),
+        Some(failing_toy_model(4, 9, 6000, 11000)),
+    )
+    .await;
+    assert!(link_up(&p.sender, Duration::from_secs(10)).await);
+    // Text the toy model codes better than zstd, so frames go lm and both
+    // the encoders and the decoders make model calls.
+    let data = markov(40_000, 2);
+    for _ in 0..2 {
+        assert_eq!(
+            sha(&exchange(p.addr("m"), &data).await.unwrap()),
+            sha(&data)
+        );
+    }
+    assert!(
+        model_failures() > failures_before,
+        "the injected failures must have hit frames"
+    );
+    assert!(
+        decode_failures() > decode_failures_before,
+        "some injected failures must have hit a decoder"
+    );
+    assert!(
+        resends() > resends_before,
+        "failed frames are resent: {} model failures, {} resends\n{}",
+        model_failures() - failures_before,
+        resends() - resends_before,
+        llmpack_proxy::metrics_http::render()
+            .lines()
+            .filter(|l| l.contains("failures")
+                || l.contains("resends")
+                || l.starts_with("llmpack_frames_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    p.shutdown().await;
+}
+
+fn decode_failures() -> f64 {
+    llmpack_proxy::metrics_http::render()
+        .lines()
+        .filter(|l| l.starts_with("llmpack_decode_failures_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn model_failures() -> f64 {
+    llmpack_proxy::metrics_http::render()
+        .lines()
+        .filter(|l| l.starts_with("llmpack_model_failures_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn resends() -> f64 {
     llmpack_proxy::metrics_http::render()
         .lines()

@@ -32,6 +32,9 @@ pub enum DecodeError {
     /// The frame needs a model and this decoder has none.
     #[error("frame was coded with the language model, but no model is loaded")]
     NeedsModel,
+    /// The model runtime failed while this frame was decoded.
+    #[error("the model failed while decoding: {0}")]
+    Model(String),
 }
 
 #[derive(Debug)]

@@ -755,10 +755,27 @@ async fn encode_pump<R: AsyncRead + Unpin>(
             }
             w = async { in_flight.as_mut().expect("guarded").0.as_mut().await }, if in_flight.is_some() => {
                 let (_, data) = in_flight.take().expect("guarded");
-                let Work::Encode(mut enc) = w? else {
-                    unreachable!("an encoder comes back as an encoder")
+                let mut enc = match w {
+                    Ok(Work::Encode(enc)) => enc,
+                    Ok(Work::Decode(_)) => unreachable!("an encoder comes back as an encoder"),
+                    Err(e) => {
+                        // The model call failed and took the coder with it:
+                        // this frame goes model-free from a coder rebuilt on
+                        // the bytes sent so far. The peer's context differs
+                        // from the rebuilt one, so its next model frame fails
+                        // its check and the resend brings both ends together.
+                        tracing::warn!(
+                            tunnel = %coding.tunnel, error = %e,
+                            "model call failed; frame sent model-free, context rebuilt"
+                        );
+                        metrics::counter!("llmpack_model_failures_total", "tunnel" => coding.tunnel.clone(), "role" => coding.role)
+                            .increment(1);
+                        let mut enc = coding.encoder(&coding.rebuilt_primer(o.proto.tail()));
+                        enc.push_with(data.clone(), false);
+                        enc
+                    }
                 };
-                let f = enc.take_frame().expect("the scheduler returns finished frames");
+                let f = enc.take_frame().expect("finished frames: the scheduler's, or model-free");
                 o.enc = Some(enc);
                 o.send_frame(f, data).await?;
             }
@@ -807,11 +824,31 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
                             .sched
                             .as_ref()
                             .expect("decoders have a lane only with a scheduler");
-                        let Work::Decode(d) = sched.run(Work::Decode(dec)).await? else {
-                            unreachable!("a decoder comes back as a decoder")
-                        };
-                        dec = d;
-                        dec.take_output().expect("finished frames have output")
+                        match sched.run(Work::Decode(dec)).await {
+                            Ok(Work::Decode(d)) => {
+                                dec = d;
+                                dec.take_output().expect("finished frames have output")
+                            }
+                            Ok(Work::Encode(_)) => {
+                                unreachable!("a decoder comes back as a decoder")
+                            }
+                            Err(e) => {
+                                // The model call failed and took the decoder:
+                                // ask for a model-free resend, as for a frame
+                                // that failed its check. Until the peer's
+                                // Restart replaces it, frames are skipped, so
+                                // a model-free placeholder stands in.
+                                metrics::counter!("llmpack_model_failures_total", "tunnel" => coding.tunnel.clone(), "role" => coding.role)
+                                    .increment(1);
+                                dec = Box::new(StreamDecoder::new(
+                                    0,
+                                    &coding.resend_config(),
+                                    Arc::new(ByteVocab::default()),
+                                    b"",
+                                ));
+                                Err(DecodeError::Model(e.to_string()))
+                            }
+                        }
                     }
                 };
                 match output {

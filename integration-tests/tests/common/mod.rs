@@ -298,6 +298,52 @@ pub fn toy_model(id: u8, probe: u64, perturb: f32) -> ModelParts {
     }
 }
 
+/// [`toy_model`] whose predictor fails every `every`-th model call, from
+/// call `first` on (a runtime error injected where the real model could
+/// fail: out of memory, a bad kernel).
+pub fn failing_toy_model(id: u8, probe: u64, first: u64, every: u64) -> ModelParts {
+    let mut m = toy_model(id, probe, 0.0);
+    m.predictor = Box::new(Failing {
+        inner: ToyPredictor::new(257),
+        calls: 0,
+        first,
+        every,
+    });
+    m
+}
+
+struct Failing {
+    inner: ToyPredictor,
+    calls: u64,
+    first: u64,
+    every: u64,
+}
+
+impl Predictor for Failing {
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    fn predict(
+        &mut self,
+        batch: &[(llmpack_codec::LaneId, llmpack_codec::Request)],
+        answer: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), llmpack_codec::PredictError> {
+        self.calls += 1;
+        if self.calls >= self.first && (self.calls - self.first).is_multiple_of(self.every) {
+            return Err(llmpack_codec::PredictError(format!(
+                "injected failure at call {}",
+                self.calls
+            )));
+        }
+        self.inner.predict(batch, answer)
+    }
+
+    fn release(&mut self, lane: llmpack_codec::LaneId) {
+        self.inner.release(lane);
+    }
+}
+
 /// Whether a client's connection is closed by the tunnel within `limit`
 /// (read returns end of stream or an error).
 /// A local address nothing listens on (bound, noted, closed).
