@@ -12,15 +12,6 @@ use llmpack_proxy::Running;
 
 const FEC: &str = "mode = \"datagram-fec\"";
 
-/// Sum of a metric's samples whose line starts with `prefix`.
-fn metric(prefix: &str) -> f64 {
-    llmpack_proxy::metrics_http::render()
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Receiver, emulated link in front of it, sender dialling the emulator.
 async fn lossy_pair(
     dir: &std::path::Path,

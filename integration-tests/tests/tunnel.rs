@@ -403,27 +403,15 @@ async fn failed_model_calls_fail_only_their_frames() {
 }
 
 fn decode_failures() -> f64 {
-    llmpack_proxy::metrics_http::render()
-        .lines()
-        .filter(|l| l.starts_with("llmpack_decode_failures_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric("llmpack_decode_failures_total")
 }
 
 fn model_failures() -> f64 {
-    llmpack_proxy::metrics_http::render()
-        .lines()
-        .filter(|l| l.starts_with("llmpack_model_failures_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric("llmpack_model_failures_total")
 }
 
 fn resends() -> f64 {
-    llmpack_proxy::metrics_http::render()
-        .lines()
-        .filter(|l| l.starts_with("llmpack_resends_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric("llmpack_resends_total")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

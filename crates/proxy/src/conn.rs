@@ -409,8 +409,8 @@ async fn read_stream(recv: &mut quinn::RecvStream, inbox: &mut Inbox) -> Result<
 /// `Refused` on the sender's side, then only its end or a reset.
 struct StreamSide {
     open: bool,
-    awaiting_opened: bool,
-    buf: BytesMut,
+    /// Parses `Opened` / `Refused` where this end sent `Open`.
+    inbox: Inbox,
 }
 
 /// Reads more of the peer's messages from its FEC items into `buf`; `false`
@@ -442,32 +442,22 @@ async fn read_fec(
             r = recv.read_chunk(4096, true), if side.open => match r {
                 Ok(None) => {
                     side.open = false;
-                    if side.awaiting_opened {
-                        return Err(ConnError::Refused("the receiver closed the stream".into()));
-                    }
+                    side.inbox.finish()?;
                 }
                 Ok(Some(c)) => {
-                    if !side.awaiting_opened {
+                    if !side.inbox.awaiting_opened() {
                         return Err(ConnError::Protocol(
                             "stream data after Opened in datagram-fec mode".into(),
                         ));
                     }
-                    side.buf.extend_from_slice(&c.bytes);
-                    let mut cur = &side.buf[..];
-                    match Msg::decode(&mut cur) {
-                        Ok(Msg::Opened) if cur.is_empty() => {
-                            side.awaiting_opened = false;
-                            inbox.opened();
-                        }
-                        Ok(Msg::Refused { reason }) => return Err(ConnError::Refused(reason)),
-                        Ok(m) => {
-                            return Err(ConnError::Protocol(format!(
-                                "expected only Opened on the stream, got {m:?}"
-                            )));
-                        }
-                        Err(llmpack_frame::Error::Incomplete { .. })
-                            if side.buf.len() <= llmpack_frame::MAX_REASON_LEN + 16 => {}
-                        Err(e) => return Err(ConnError::Protocol(e.to_string())),
+                    side.inbox.push(&c.bytes);
+                    if let Some(m) = side.inbox.poll()? {
+                        return Err(ConnError::Protocol(format!(
+                            "expected only Opened on the stream, got {m:?}"
+                        )));
+                    }
+                    if !side.inbox.awaiting_opened() {
+                        inbox.opened();
                     }
                 }
                 Err(e) => return Err(ConnError::Stream(e.to_string())),
@@ -487,8 +477,7 @@ async fn reader(
 ) -> Result<(), ConnError> {
     let mut side = StreamSide {
         open: true,
-        awaiting_opened: inbox.awaiting_opened(),
-        buf: BytesMut::new(),
+        inbox: Inbox::new(inbox.awaiting_opened()),
     };
     inbox.push(&initial);
     loop {

@@ -298,6 +298,15 @@ pub fn toy_model(id: u8, probe: u64, perturb: f32) -> ModelParts {
     }
 }
 
+/// Sum of this process's metric samples whose line starts with `prefix`.
+pub fn metric(prefix: &str) -> f64 {
+    llmpack_proxy::metrics_http::render()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// [`toy_model`] whose predictor fails every `every`-th model call, from
 /// call `first` on (a runtime error injected where the real model could
 /// fail: out of memory, a bad kernel).
