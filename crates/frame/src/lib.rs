@@ -12,6 +12,7 @@
 
 mod container;
 mod frame;
+pub mod policy;
 pub mod protocol;
 mod stream;
 

@@ -30,6 +30,7 @@ use llmpack_codec::{
     ByteVocab, DecodeError, EncodedFrame, LaneId, LmParams, Policy, StreamConfig, StreamDecoder,
     StreamEncoder, Vocabulary,
 };
+use llmpack_frame::policy::{self, Choice};
 use llmpack_frame::protocol::{
     FinStep, FrameStep, Inbound, Inbox, ProtoError, Receiving, Restarted, Sending,
 };
@@ -40,6 +41,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::fec_link::{Attached, FecRx, FecTx, ITEM_PAYLOAD, KIND_END, KIND_MSGS};
+use crate::load::{ConnCosts, LinkLoad};
 use crate::sched::{SchedError, Scheduler, Work};
 
 /// QUIC application error code for a stream reset by LLMPack.
@@ -71,8 +73,8 @@ pub struct Coding {
     pub limits: Limits,
     /// Metric handles, looked up once per connection.
     pub metrics: ConnMetrics,
-    /// The link's delivery rate estimate, bytes/s (0: not known yet).
-    pub link_rate: Arc<std::sync::atomic::AtomicU64>,
+    /// The link's rate, queue and measured frame costs.
+    pub link: Arc<LinkLoad>,
 }
 
 /// How fast zstd compresses frames on this machine, per level: moving
@@ -161,6 +163,10 @@ pub struct ConnMetrics {
     app: [metrics::Counter; 2],
     link: [metrics::Counter; 2],
     frames: [[FrameMetrics; 3]; 2],
+    /// Input bytes the model coded (what it carried of this end's traffic).
+    model_bytes: metrics::Counter,
+    /// Wire bytes the model saved against the model-free cost, estimated.
+    model_saved: metrics::Counter,
 }
 
 impl ConnMetrics {
@@ -186,6 +192,8 @@ impl ConnMetrics {
             app: dirs.map(|d| bytes("llmpack_app_bytes_total", d)),
             link: dirs.map(|d| bytes("llmpack_link_bytes_total", d)),
             frames: dirs.map(|d| llmpack_frame::Codec::ALL.map(|c| frame(d, c))),
+            model_bytes: metrics::counter!("llmpack_model_coded_bytes_total", "tunnel" => tunnel.to_string(), "role" => role),
+            model_saved: metrics::counter!("llmpack_model_saved_bytes_total", "tunnel" => tunnel.to_string(), "role" => role),
         }
     }
 }
@@ -286,6 +294,53 @@ impl Coding {
         p
     }
 
+    /// The goodput rule's decision for the next frame, from `pending`
+    /// bytes (see [`llmpack_frame::policy`]).
+    fn choose(&self, pending: usize, costs: &ConnCosts) -> Choice {
+        let model = match (&self.sched, self.policy) {
+            (Some(s), Policy::Auto | Policy::Lm) => Some(s.secs_per_byte()),
+            _ => None,
+        };
+        let i = policy::Inputs {
+            pending,
+            frame: self.limits.frame,
+            forced: self.policy == Policy::Lm,
+            model_secs_per_byte: model,
+            max_delay: self.max_delay.as_secs_f64(),
+            link_rate: self.link.rate() as f64,
+            link_queue: self.link.busy_secs() * self.link.rate() as f64,
+            lm_cost: costs.lm(&self.link),
+            free_cost: costs.free(&self.link),
+        };
+        let c = policy::choose(&i);
+        tracing::trace!(?i, ?c, "codec choice");
+        c
+    }
+
+    /// Counts a sent frame toward the link's queue, the measured costs and
+    /// the model's metrics.
+    fn account(&self, costs: &mut ConnCosts, f: &EncodedFrame, tried_model: bool) {
+        let wire = f.wire_len() + 1;
+        let input = f.header.orig_len as usize;
+        self.link.wrote(wire as u64);
+        if self.sched.is_none() {
+            return;
+        }
+        let lm = f.header.codec == llmpack_frame::Codec::Lm;
+        if lm {
+            // What the model saved against the model-free cost measured
+            // on this connection (or its link): the goodput it added.
+            let saved = costs.free(&self.link) * input as f64 - wire as f64;
+            if saved >= 1.0 {
+                // Positive and at most a frame's bytes: whole bytes survive.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                self.metrics.model_saved.increment(saved as u64);
+            }
+            self.metrics.model_bytes.increment(input as u64);
+        }
+        costs.record(&self.link, tried_model, input, wire);
+    }
+
     fn count_frame(&self, dir: Dir, f: &FrameHeader) {
         let m = &self.metrics.frames[dir as usize][usize::from(f.codec.to_byte()).min(2)];
         m.frames.increment(1);
@@ -299,22 +354,6 @@ impl Coding {
     }
 }
 
-/// Whether the model may code a frame of `n` bytes that it expects to finish
-/// in `est`: within `max_delay`, and, under `auto`, no later than the link
-/// would need to carry the frame uncompressed (so the link does not sit idle
-/// waiting for the model; on a fast link the model-free codecs win). Under
-/// `lm` only `max_delay` applies.
-fn model_in_time(est: Duration, n: usize, coding: &Coding) -> bool {
-    if est > coding.max_delay {
-        return false;
-    }
-    if coding.policy != Policy::Auto {
-        return true;
-    }
-    let rate = coding.link_rate.load(std::sync::atomic::Ordering::Relaxed);
-    rate == 0 || est.as_secs_f64() <= n as f64 / rate as f64
-}
-
 /// The zstd level for a link delivering `rate` bytes/s (0: unknown): the
 /// smallest output zstd can make while it still outruns the link on one core
 /// (16 KiB frames with a 128 KiB prefix: level 19 ~2 MB/s, 9 ~15 MB/s, 3 ~30
@@ -325,23 +364,6 @@ pub fn zstd_level_for(rate: u64) -> i32 {
         r if r < 256 << 10 => 19,
         r if r < 2 << 20 => 9,
         _ => 3,
-    }
-}
-
-/// Keeps `rate` at the link's delivery rate estimate (congestion window per
-/// round-trip time) while `conn` lives.
-pub async fn track_link_rate(conn: quinn::Connection, rate: Arc<std::sync::atomic::AtomicU64>) {
-    loop {
-        let path = conn.stats().path;
-        let rtt_us = u64::try_from(path.rtt.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(100);
-        let r = path.cwnd.saturating_mul(1_000_000) / rtt_us;
-        rate.store(r, std::sync::atomic::Ordering::Relaxed);
-        tokio::select! {
-            _ = conn.closed() => return,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
     }
 }
 
@@ -561,14 +583,24 @@ type Coded = Pin<Box<dyn Future<Output = Result<Work, SchedError>> + Send>>;
 /// The sending direction: the protocol state ([`Sending`]) and its coder.
 struct Outbound<'a> {
     coding: &'a Coding,
+    /// Wire cost per input byte this connection's frames got, per kind.
+    costs: ConnCosts,
     enc: Option<Box<StreamEncoder>>,
     out: mpsc::Sender<Msg>,
     proto: Sending,
 }
 
 impl Outbound<'_> {
-    async fn send_frame(&mut self, f: EncodedFrame, data: Vec<u8>) -> Result<(), ConnError> {
+    /// Sends a coded frame; `tried_model`: the model had it (and coded it,
+    /// or lost to zstd / raw).
+    async fn send_frame(
+        &mut self,
+        f: EncodedFrame,
+        data: Vec<u8>,
+        tried_model: bool,
+    ) -> Result<(), ConnError> {
         self.coding.count_frame(Dir::Out, &f.header);
+        self.coding.account(&mut self.costs, &f, tried_model);
         self.proto.sent(data);
         self.msg(Msg::Frame {
             header: f.header,
@@ -634,6 +666,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
     let mut o = Outbound {
         coding,
         enc: Some(coding.encoder(&coding.primer)),
+        costs: ConnCosts::default(),
         out,
         proto: Sending::new(),
     };
@@ -665,17 +698,15 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                     now >= last_read + limits.flush_idle || now >= first_at + limits.flush_max
                 });
             if due {
-                let n = pending.len().min(limits.frame);
+                let choice = coding.choose(pending.len(), &o.costs);
+                let n = choice.bytes();
                 let data: Vec<u8> = pending.split_to(n).to_vec();
                 if !pending.is_empty() {
                     first_at = Instant::now();
                 }
-                let allow = coding
-                    .sched
-                    .as_ref()
-                    .is_some_and(|s| model_in_time(s.estimate(n), n, coding));
+                let allow = choice.model();
                 let mut enc = o.enc.take().expect("encoder present between frames");
-                let rate = coding.link_rate.load(std::sync::atomic::Ordering::Relaxed);
+                let rate = coding.link.rate();
                 let level = coding.zstd_level.unwrap_or_else(|| zstd_level_for(rate));
                 enc.set_zstd_level(level);
                 let skip = coding.policy == Policy::Auto
@@ -690,12 +721,13 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                 match enc.take_frame() {
                     Some(f) => {
                         o.enc = Some(enc);
-                        o.send_frame(f, data).await?;
+                        o.send_frame(f, data, false).await?;
                     }
                     None => {
                         let sched = coding.sched.clone().expect("lm frames need the scheduler");
+                        let busy = coding.link.busy_secs();
                         let fut: Coded =
-                            Box::pin(async move { sched.run(Work::Encode(enc)).await });
+                            Box::pin(async move { sched.run_with(Work::Encode(enc), busy).await });
                         in_flight = Some((fut, data));
                     }
                 }
@@ -766,7 +798,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                 };
                 let f = enc.take_frame().expect("finished frames: the scheduler's, or model-free");
                 o.enc = Some(enc);
-                o.send_frame(f, data).await?;
+                o.send_frame(f, data, true).await?;
             }
             _ = tokio::time::sleep_until(deadline), if !pending.is_empty() => {}
         }

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod conn;
 mod fec_link;
+pub mod load;
 pub mod metrics_http;
 mod receiver;
 mod run;

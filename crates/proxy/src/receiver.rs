@@ -171,8 +171,8 @@ async fn link(
         }
     };
     info!(%remote, model_coding = agreed.lm, "link up");
-    let rate = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    tokio::spawn(crate::conn::track_link_rate(conn.clone(), rate.clone()));
+    let load = Arc::new(crate::load::LinkLoad::default());
+    tokio::spawn(crate::load::track(conn.clone(), load.clone()));
     metrics::gauge!("llmpack_probe_match").set(if agreed.lm { 1.0 } else { 0.0 });
     let fec = shared.fec_link(&conn);
     loop {
@@ -182,7 +182,7 @@ async fn link(
                     send,
                     recv,
                     agreed.lm,
-                    rate.clone(),
+                    load.clone(),
                     shared.clone(),
                     tunnels.clone(),
                     fec.clone(),
@@ -230,7 +230,7 @@ async fn stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     lm: bool,
-    rate: Arc<std::sync::atomic::AtomicU64>,
+    load: Arc<crate::load::LinkLoad>,
     shared: Arc<Shared>,
     tunnels: Tunnels,
     fec: Option<Arc<FecLink>>,
@@ -278,7 +278,7 @@ async fn stream(
         .await;
         return;
     };
-    let coding = shared.coding(t, lm, rate);
+    let coding = shared.coding(t, lm, load);
     let (w, k) = coding.lm.map_or((0, 0), |r| (r.window, r.keep));
     if primer_check != llmpack_codec::checksum(&t.primer) || (w, k) != (window, keep) {
         warn!(tunnel = %name, "primer or context window differ between the two configs");

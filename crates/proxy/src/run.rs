@@ -94,12 +94,7 @@ impl Shared {
 
     /// The coding of one connection of tunnel `t` on a link where model
     /// coding is `lm`.
-    pub fn coding(
-        &self,
-        t: &TunnelConfig,
-        lm: bool,
-        link_rate: Arc<std::sync::atomic::AtomicU64>,
-    ) -> Coding {
+    pub fn coding(&self, t: &TunnelConfig, lm: bool, link: Arc<crate::load::LinkLoad>) -> Coding {
         let model = self.model.as_ref().filter(|_| lm);
         Coding {
             tunnel: t.name.clone(),
@@ -116,7 +111,7 @@ impl Shared {
             max_delay: self.max_delay,
             limits: self.limits,
             metrics: crate::conn::ConnMetrics::new(&t.name, self.role_label()),
-            link_rate,
+            link,
         }
     }
 }

@@ -58,7 +58,7 @@ pub enum SchedError {
 }
 
 enum Cmd {
-    Run(Work, oneshot::Sender<Result<Work, SchedError>>),
+    Run(Work, f64, oneshot::Sender<Result<Work, SchedError>>),
     Release(LaneId),
 }
 
@@ -82,7 +82,7 @@ struct Shared {
 impl std::fmt::Debug for Cmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Cmd::Run(w, _) => write!(f, "Run({:?})", w.lane()),
+            Cmd::Run(w, p, _) => write!(f, "Run({:?}, {p})", w.lane()),
             Cmd::Release(l) => write!(f, "Release({l})"),
         }
     }
@@ -119,9 +119,18 @@ impl Scheduler {
 
     /// Runs `work` until its frame is done and hands it back.
     pub async fn run(&self, work: Work) -> Result<Work, SchedError> {
+        self.run_with(work, 0.0).await
+    }
+
+    /// [`Self::run`] with a priority: when more coders wait than one model
+    /// call takes, the one with the largest `priority` (the seconds its
+    /// link is busy anyway) plus seconds waited goes first, so the longest
+    /// link queues get the model first and no coder waits forever.
+    pub async fn run_with(&self, work: Work, priority: f64) -> Result<Work, SchedError> {
         let (tx, rx) = oneshot::channel();
         self.shared.active.fetch_add(1, Ordering::Relaxed);
-        let sent = self.tx.send(Cmd::Run(work, tx));
+        let priority = if priority.is_finite() { priority } else { 0.0 };
+        let sent = self.tx.send(Cmd::Run(work, priority, tx));
         let out = match sent {
             Ok(()) => rx.await.unwrap_or(Err(SchedError::Stopped)),
             Err(_) => Err(SchedError::Stopped),
@@ -141,14 +150,40 @@ impl Scheduler {
     /// context lengths cannot share a model call, so a round costs about one
     /// step per coder).
     pub fn estimate(&self, bytes: usize) -> Duration {
-        let tokens = (bytes / 3 + 1) as u64;
+        // Non-negative; saturates on a float that large.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let tokens = (bytes as f64 / BYTES_PER_TOKEN) as u64 + 1;
         let active = self.shared.active.load(Ordering::Relaxed) as u64;
         let round = self.shared.round_ns.load(Ordering::Relaxed);
         // A round measured with `active` coders grows by one coder's step.
         let round = round.saturating_add(round / active.max(1));
         Duration::from_nanos(tokens.saturating_mul(round))
     }
+
+    /// Seconds per input byte a frame that joined now would take: the
+    /// per-byte form of [`Self::estimate`], for the codec choice.
+    pub fn secs_per_byte(&self) -> f64 {
+        let active = self.shared.active.load(Ordering::Relaxed) as f64;
+        let round = self.shared.round_ns.load(Ordering::Relaxed) as f64 * 1e-9;
+        // Alone it runs at the measured round; with others, a round grows
+        // by about one coder's step.
+        let grow = if active > 0.0 {
+            1.0 + 1.0 / active
+        } else {
+            1.0
+        };
+        round * grow / BYTES_PER_TOKEN
+    }
+
+    /// Coders in progress or waiting for the model.
+    pub fn backlog(&self) -> usize {
+        self.shared.active.load(Ordering::Relaxed)
+    }
 }
+
+/// Input bytes per token assumed by the estimates (a byte-level BPE
+/// vocabulary of a few thousand tokens makes ~3 on text).
+const BYTES_PER_TOKEN: f64 = 3.0;
 
 /// Times a few one-token steps on a scratch lane so the first estimates
 /// are measured, not guessed.
@@ -163,8 +198,17 @@ fn warm_up(predictor: &mut dyn Predictor, shared: &Shared) {
     if predictor.predict(&[(lane, prime)], &mut |_, _| {}).is_err() {
         return;
     }
+    // The first calls of a shape are slow (allocation, weight packing):
+    // run a few untimed, then time the steady state.
+    for i in 0..4 {
+        let step = Request::Step { token: i % vocab };
+        if predictor.predict(&[(lane, step)], &mut |_, _| {}).is_err() {
+            predictor.release(lane);
+            return;
+        }
+    }
     let t = Instant::now();
-    let steps = 8u32;
+    let steps = 16u32;
     for i in 0..steps {
         let step = Request::Step { token: i % vocab };
         if predictor.predict(&[(lane, step)], &mut |_, _| {}).is_err() {
@@ -182,9 +226,27 @@ struct Job {
     done: oneshot::Sender<Result<Work, SchedError>>,
 }
 
+/// A job waiting for a place in the model call, with its priority.
+struct Waiting {
+    job: Job,
+    priority: f64,
+    since: Instant,
+}
+
+/// Takes the waiting job with the largest priority plus seconds waited
+/// (first come first among equals).
+fn next_waiting(waiting: &mut Vec<Waiting>, now: Instant) -> Option<Waiting> {
+    let score = |w: &Waiting| w.priority + now.duration_since(w.since).as_secs_f64();
+    let best = (0..waiting.len()).fold(None, |best: Option<usize>, i| match best {
+        Some(b) if score(&waiting[b]) >= score(&waiting[i]) => Some(b),
+        _ => Some(i),
+    })?;
+    Some(waiting.remove(best))
+}
+
 fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared: &Shared) {
     let mut jobs: Vec<Job> = Vec::new();
-    let mut waiting: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    let mut waiting: Vec<Waiting> = Vec::new();
     let mut batch: Vec<(LaneId, Request)> = Vec::new();
     let mut owner: Vec<usize> = Vec::new();
     loop {
@@ -199,16 +261,22 @@ fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared
         };
         for cmd in first.into_iter().chain(rx.try_iter()) {
             match cmd {
-                Cmd::Run(work, done) => waiting.push_back(Job { work, done }),
+                Cmd::Run(work, priority, done) => waiting.push(Waiting {
+                    job: Job { work, done },
+                    priority,
+                    since: Instant::now(),
+                }),
                 Cmd::Release(lane) => predictor.release(lane),
             }
         }
+        let now = Instant::now();
         while jobs.len() < shared.max_batch {
-            match waiting.pop_front() {
-                Some(j) => jobs.push(j),
+            match next_waiting(&mut waiting, now) {
+                Some(w) => jobs.push(w.job),
                 None => break,
             }
         }
+        metrics::gauge!("llmpack_model_backlog").set((jobs.len() + waiting.len()) as f64);
         // One request from every job; finished jobs go back.
         batch.clear();
         owner.clear();
@@ -254,5 +322,56 @@ fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared
                     .send(Err(SchedError::Predict(PredictError(e.0.clone()))));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmpack_codec::{ByteVocab, StreamConfig};
+
+    fn waiting(priority: f64, waited_ms: u64, now: Instant) -> Waiting {
+        let enc = StreamEncoder::new(
+            0,
+            StreamConfig::default(),
+            Arc::new(ByteVocab::default()),
+            b"",
+        );
+        Waiting {
+            job: Job {
+                work: Work::Encode(Box::new(enc)),
+                done: oneshot::channel().0,
+            },
+            priority,
+            since: now - Duration::from_millis(waited_ms),
+        }
+    }
+
+    /// The (priority, waited ms) of the jobs in the order they are taken.
+    fn order(jobs: &[(f64, u64)]) -> Vec<(f64, u64)> {
+        let now = Instant::now() + Duration::from_secs(100);
+        let mut w: Vec<Waiting> = jobs.iter().map(|&(p, ms)| waiting(p, ms, now)).collect();
+        let mut out = Vec::new();
+        while let Some(x) = next_waiting(&mut w, now) {
+            let ms = u64::try_from(now.duration_since(x.since).as_millis()).unwrap_or(0);
+            out.push((x.priority, ms));
+        }
+        out
+    }
+
+    #[test]
+    fn longest_link_queue_first_and_no_one_starves() {
+        assert_eq!(
+            order(&[(0.0, 0), (5.0, 0), (1.0, 0)]),
+            [(5.0, 0), (1.0, 0), (0.0, 0)]
+        );
+        // Equal scores (1 + 1 s waited = 2 + 0): first come first.
+        assert_eq!(
+            order(&[(1.0, 0), (1.0, 1000), (2.0, 0)]),
+            [(1.0, 1000), (2.0, 0), (1.0, 0)]
+        );
+        // A job that waited 10 s beats a 5 s link queue that just came.
+        assert_eq!(order(&[(5.0, 0), (0.0, 10_000)]), [(0.0, 10_000), (5.0, 0)]);
+        assert!(order(&[]).is_empty());
     }
 }

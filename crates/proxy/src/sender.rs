@@ -32,7 +32,7 @@ const STREAM_WAIT: Duration = Duration::from_secs(10);
 struct Link {
     conn: quinn::Connection,
     lm: bool,
-    rate: Arc<std::sync::atomic::AtomicU64>,
+    load: Arc<crate::load::LinkLoad>,
     /// The link's FEC side in datagram-fec mode.
     fec: Option<Arc<FecLink>>,
 }
@@ -161,13 +161,13 @@ async fn connect_once(
         .await
         .context("QUIC/TLS handshake (check certificates and that the receiver runs)")?;
     let agreed = client_handshake(&conn, hello).await?;
-    let rate = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    tokio::spawn(crate::conn::track_link_rate(conn.clone(), rate.clone()));
+    let load = Arc::new(crate::load::LinkLoad::default());
+    tokio::spawn(crate::load::track(conn.clone(), load.clone()));
     let fec = shared.fec_link(&conn);
     Ok(Link {
         conn,
         lm: agreed.lm,
-        rate,
+        load,
         fec,
     })
 }
@@ -261,7 +261,7 @@ async fn client(
             return;
         }
     };
-    let coding = shared.coding(&t, link.lm, link.rate.clone());
+    let coding = shared.coding(&t, link.lm, link.load.clone());
     let open = Msg::Open {
         name: t.name.clone(),
         primer_check: llmpack_codec::checksum(&t.primer),

@@ -1,0 +1,364 @@
+//! Which coder takes the next frame: the goodput rule of `codec = "auto"`.
+//!
+//! A pure function of measured inputs ([`Inputs`] → [`Choice`]); the
+//! connection gathers the inputs (link rate and queue, the model's speed
+//! with its backlog, the ratios this connection's frames got) and moves
+//! bytes; this module only decides.
+//!
+//! # The rule
+//! Let the link carry `L` bytes/s and have `q` bytes queued ahead of this
+//! frame: it stays busy for `T0 = q / L` whatever this connection does. The
+//! model takes `s` seconds per input byte (its backlog included) and makes
+//! `c_lm` wire bytes per input byte; the model-free coder (zstd or raw)
+//! makes `c_free`. Giving the model `n` bytes
+//! - saves `n · (c_free − c_lm)` wire bytes, and
+//! - leaves the link idle for `max(0, n·s − T0)` seconds, which costs
+//!   `L · max(0, n·s − T0)` bytes the link could have carried.
+//!
+//! The model gets the largest `n` (up to the frame cap) whose saving is at
+//! least its cost, and whose added delay `n·s − T0` stays within
+//! `max_delay`. Within `T0` the model is free: the link is busy anyway, so
+//! on a queued slow link the model codes as large a share as it keeps up
+//! with, and the rest goes model-free (goodput `c_free⁻¹·L + M·(1 −
+//! c_lm/c_free)` for a model speed `M`, up to `L / c_lm`). On a fast or idle
+//! link the idle time costs more than the model saves, and frames go
+//! model-free: an interactive request never waits for the model there.
+//!
+//! A model frame shorter than the bytes waiting is cut at `n`; the rest goes
+//! in the next frame (model-free, or the model again once it is free),
+//! in order: frames carry sequence numbers and contexts as before.
+
+/// Smallest model frame worth cutting from a longer run of waiting bytes:
+/// below it the frame header and the model's cold start eat the saving.
+pub const MIN_MODEL_CUT: usize = 512;
+
+/// Wire bytes per input byte assumed for the model before this connection
+/// or its link has measured any model frame, as a share of the model-free
+/// coder's: optimistic, so that the model gets tried and measured.
+pub const LM_PRIOR: f64 = 0.75;
+
+/// What the rule decides from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Inputs {
+    /// Bytes waiting to be framed.
+    pub pending: usize,
+    /// Frame size cap.
+    pub frame: usize,
+    /// `codec = "lm"`: the model takes every frame it can finish within
+    /// `max_delay`, whatever the link (no goodput test).
+    pub forced: bool,
+    /// Seconds per input byte the model would take on a frame that joined
+    /// now, its backlog included; `None`: no model for this frame.
+    pub model_secs_per_byte: Option<f64>,
+    /// Most seconds the model may add to a frame's delivery.
+    pub max_delay: f64,
+    /// The link's delivery rate estimate, bytes/s (0: not known yet).
+    pub link_rate: f64,
+    /// Bytes queued for the link ahead of this frame (every connection's).
+    pub link_queue: f64,
+    /// Measured wire bytes per input byte of the model's frames (`None`:
+    /// none yet; [`LM_PRIOR`] of `free_cost` is assumed).
+    pub lm_cost: Option<f64>,
+    /// Measured wire bytes per input byte of model-free frames (1.0 before
+    /// any: raw).
+    pub free_cost: f64,
+}
+
+/// The decision for the next frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// The model codes the next `bytes` bytes.
+    Model {
+        /// Frame length.
+        bytes: usize,
+    },
+    /// zstd or raw codes the next `bytes` bytes.
+    Free {
+        /// Frame length.
+        bytes: usize,
+    },
+}
+
+impl Choice {
+    /// The frame length.
+    pub fn bytes(self) -> usize {
+        match self {
+            Choice::Model { bytes } | Choice::Free { bytes } => bytes,
+        }
+    }
+
+    /// Whether the model codes it.
+    pub fn model(self) -> bool {
+        matches!(self, Choice::Model { .. })
+    }
+}
+
+/// The rule (see the module docs).
+pub fn choose(i: &Inputs) -> Choice {
+    let full = i.pending.min(i.frame);
+    let free = Choice::Free { bytes: full };
+    let Some(s) = i.model_secs_per_byte.filter(|s| s.is_finite() && *s >= 0.0) else {
+        return free;
+    };
+    if full == 0 {
+        return free;
+    }
+    let max_delay = i.max_delay.max(0.0);
+    // How many bytes the model may take.
+    let rate_known = i.link_rate > 0.0 && i.link_rate.is_finite();
+    let n_max = if i.forced || !rate_known {
+        // `lm`, or a link not measured yet: only the delay bound.
+        budget(max_delay, s)
+    } else {
+        let rate = i.link_rate;
+        let t0 = (i.link_queue.max(0.0) / rate).max(0.0);
+        let free_cost = i.free_cost.clamp(0.0, 2.0);
+        let lm_cost = i.lm_cost.unwrap_or(LM_PRIOR * free_cost).max(0.0);
+        let d = free_cost - lm_cost;
+        if d <= 0.0 {
+            return free;
+        }
+        // saving n·d ≥ cost L·(n·s − T0)  ⇔  n·(s − d/L) ≤ T0.
+        let slope = s - d / rate;
+        let by_cost = if slope <= 0.0 {
+            f64::INFINITY
+        } else {
+            t0 / slope
+        };
+        budget(t0 + max_delay, s).min(by_cost)
+    };
+    let n = if n_max >= full as f64 {
+        full
+    } else {
+        // 0 <= n_max < full: the cast keeps the whole bytes.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = n_max.max(0.0) as usize;
+        n
+    };
+    if n == full || n >= MIN_MODEL_CUT {
+        if n == 0 {
+            return free;
+        }
+        Choice::Model { bytes: n }
+    } else {
+        free
+    }
+}
+
+/// Bytes the model codes in `secs` at `s` seconds per byte.
+fn budget(secs: f64, s: f64) -> f64 {
+    if s <= 0.0 { f64::INFINITY } else { secs / s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A geo-sat-like link (64 kbit/s), a model at 1.6 KB/s that codes
+    /// prose at 0.2 wire bytes per byte against zstd's 0.32.
+    fn slow_link() -> Inputs {
+        Inputs {
+            pending: 16 << 10,
+            frame: 16 << 10,
+            forced: false,
+            model_secs_per_byte: Some(1.0 / 1600.0),
+            max_delay: 2.0,
+            link_rate: 8000.0,
+            link_queue: 0.0,
+            lm_cost: Some(0.2),
+            free_cost: 0.32,
+        }
+    }
+
+    #[test]
+    fn table() {
+        let base = slow_link();
+        // (what, inputs, expected)
+        let cases: Vec<(&str, Inputs, Choice)> = vec![
+            (
+                "no model",
+                Inputs {
+                    model_secs_per_byte: None,
+                    ..base
+                },
+                Choice::Free { bytes: 16 << 10 },
+            ),
+            (
+                "idle slow link: the model would leave it idle, zstd goes",
+                base,
+                Choice::Free { bytes: 16 << 10 },
+            ),
+            (
+                "queue of 4 s: the model takes what it codes in 4 s (6400 B) and a bit more",
+                Inputs {
+                    link_queue: 32_000.0,
+                    ..base
+                },
+                // n·(1/1600 − 0.12/8000) ≤ 4  ⇒  n ≤ 6557
+                Choice::Model { bytes: 6557 },
+            ),
+            (
+                "a deep queue: the whole frame",
+                Inputs {
+                    link_queue: 200_000.0,
+                    ..base
+                },
+                Choice::Model { bytes: 16 << 10 },
+            ),
+            (
+                "a short queue: under the smallest cut, zstd",
+                Inputs {
+                    link_queue: 500.0,
+                    ..base
+                },
+                Choice::Free { bytes: 16 << 10 },
+            ),
+            (
+                "a short queue and a small frame that fits: the model",
+                Inputs {
+                    link_queue: 2000.0,
+                    pending: 300,
+                    ..base
+                },
+                Choice::Model { bytes: 300 },
+            ),
+            (
+                "fast link with a queue: the model costs more than it saves",
+                Inputs {
+                    link_rate: 125_000_000.0,
+                    link_queue: 1_000_000.0,
+                    ..base
+                },
+                // T0 = 8 ms: 12 bytes of model time, under the cut
+                Choice::Free { bytes: 16 << 10 },
+            ),
+            (
+                "the model loses to zstd on this traffic",
+                Inputs {
+                    link_queue: 200_000.0,
+                    lm_cost: Some(0.4),
+                    ..base
+                },
+                Choice::Free { bytes: 16 << 10 },
+            ),
+            (
+                "no lm measurement yet: the prior lets it try",
+                Inputs {
+                    link_queue: 200_000.0,
+                    lm_cost: None,
+                    ..base
+                },
+                Choice::Model { bytes: 16 << 10 },
+            ),
+            (
+                "a very slow link: the model's saving outruns the link, max_delay bounds it",
+                Inputs {
+                    link_rate: 100.0,
+                    ..base
+                },
+                // slope < 0: n ≤ (0 + 2 s)·1600
+                Choice::Model { bytes: 3200 },
+            ),
+            (
+                "rate unknown: only max_delay (today's first frames)",
+                Inputs {
+                    link_rate: 0.0,
+                    ..base
+                },
+                Choice::Model { bytes: 3200 },
+            ),
+            (
+                "forced lm on a fast link: only max_delay",
+                Inputs {
+                    forced: true,
+                    link_rate: 125_000_000.0,
+                    pending: 1000,
+                    ..base
+                },
+                Choice::Model { bytes: 1000 },
+            ),
+            (
+                "behind a deep queue, max_delay = 0 still lets the model in: it adds no delay",
+                Inputs {
+                    link_queue: 8_000_000.0,
+                    max_delay: 0.0,
+                    ..base
+                },
+                Choice::Model { bytes: 16 << 10 },
+            ),
+            (
+                "nothing pending",
+                Inputs { pending: 0, ..base },
+                Choice::Free { bytes: 0 },
+            ),
+            (
+                "a broken speed measurement never picks the model",
+                Inputs {
+                    model_secs_per_byte: Some(f64::NAN),
+                    link_queue: 200_000.0,
+                    ..base
+                },
+                Choice::Free { bytes: 16 << 10 },
+            ),
+        ];
+        for (what, inputs, want) in cases {
+            assert_eq!(choose(&inputs), want, "{what}: {inputs:?}");
+        }
+    }
+
+    #[test]
+    fn share_grows_with_the_queue_and_shrinks_with_model_backlog() {
+        let base = slow_link();
+        let mut last = 0;
+        for q in [0.0, 8e3, 16e3, 32e3, 64e3, 128e3] {
+            let n = match choose(&Inputs {
+                link_queue: q,
+                ..base
+            }) {
+                Choice::Model { bytes } => bytes,
+                Choice::Free { .. } => 0,
+            };
+            assert!(n >= last, "queue {q}: {n} < {last}");
+            last = n;
+        }
+        assert_eq!(last, 16 << 10);
+        let mut last = usize::MAX;
+        for slow in [1.0, 2.0, 4.0, 8.0, 64.0] {
+            let c = choose(&Inputs {
+                link_queue: 32e3,
+                model_secs_per_byte: Some(slow / 1600.0),
+                ..base
+            });
+            let n = if c.model() { c.bytes() } else { 0 };
+            assert!(n <= last, "backlog ×{slow}: {n} > {last}");
+            last = n;
+        }
+        assert_eq!(last, 0);
+    }
+
+    #[test]
+    fn never_more_than_pending_or_the_frame_cap() {
+        let base = slow_link();
+        for pending in [1, 100, 511, 512, 5000, 16 << 10, 1 << 20] {
+            for q in [0.0, 1e3, 1e5, 1e9] {
+                for rate in [0.0, 10.0, 8000.0, 1e9] {
+                    let i = Inputs {
+                        pending,
+                        link_queue: q,
+                        link_rate: rate,
+                        ..base
+                    };
+                    let c = choose(&i);
+                    assert!(c.bytes() <= pending.min(i.frame), "{i:?} -> {c:?}");
+                    assert!(c.bytes() > 0, "{i:?} -> {c:?}");
+                    if let Choice::Model { bytes } = c {
+                        assert!(
+                            bytes == pending.min(i.frame) || bytes >= MIN_MODEL_CUT,
+                            "{i:?} -> {c:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

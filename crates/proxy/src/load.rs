@@ -1,0 +1,279 @@
+//! What an end knows about its link for the codec choice
+//! ([`llmpack_frame::policy`]): the delivery rate, the bytes queued for the
+//! link, and the wire cost per input byte that frames of each kind got.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Per-datagram bytes that are not stream data: QUIC short header
+/// (flags, 8-byte connection id, packet number), AEAD tag and a STREAM
+/// frame header. Only used to turn datagram bytes into payload bytes.
+const DATAGRAM_OVERHEAD: u64 = 40;
+
+/// One link end's load, shared by the link's connections and the task that
+/// samples the QUIC connection.
+#[derive(Debug)]
+pub struct LinkLoad {
+    /// Delivery rate estimate (congestion window per RTT), bytes/s.
+    rate: AtomicU64,
+    /// Wire bytes this end's connections handed to the link.
+    written: AtomicU64,
+    /// Payload bytes the link had sent at the last sample.
+    sent: AtomicU64,
+    /// When that sample was taken, nanoseconds since `epoch`.
+    sampled: AtomicU64,
+    /// Queueing delay in the network at the last sample (smoothed RTT
+    /// minus the smallest RTT seen), microseconds.
+    standing_us: AtomicU64,
+    /// When a connection last wrote, nanoseconds since `epoch`.
+    last_write: AtomicU64,
+    /// Smoothed RTT at the last sample, microseconds.
+    rtt_us: AtomicU64,
+    epoch: Instant,
+    /// Wire bytes per input byte: model frames and model-free frames, as
+    /// moving averages over the link's connections (f64 bits; 0: none yet).
+    lm_cost: AtomicU64,
+    free_cost: AtomicU64,
+}
+
+impl Default for LinkLoad {
+    fn default() -> Self {
+        LinkLoad {
+            rate: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            sampled: AtomicU64::new(0),
+            standing_us: AtomicU64::new(0),
+            last_write: AtomicU64::new(0),
+            rtt_us: AtomicU64::new(0),
+            epoch: Instant::now(),
+            lm_cost: AtomicU64::new(0),
+            free_cost: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LinkLoad {
+    /// The delivery rate estimate, bytes/s (0: not known yet).
+    pub fn rate(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// Sets the rate (tests, and links whose rate is known).
+    pub fn set_rate(&self, r: u64) {
+        self.rate.store(r, Ordering::Relaxed);
+    }
+
+    /// Counts `n` wire bytes handed to the link.
+    pub fn wrote(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+        self.last_write.store(self.now_ns(), Ordering::Relaxed);
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Seconds the link stays busy with what is already queued for it:
+    /// the bytes not sent yet at its rate, plus the queueing delay the
+    /// network showed (smoothed RTT over the smallest RTT) while this end
+    /// has written within the last RTT (bytes in a bottleneck queue past
+    /// the sender count as sent; that delay is what they still take).
+    pub fn busy_secs(&self) -> f64 {
+        let rate = self.rate();
+        if rate == 0 {
+            return 0.0;
+        }
+        let unsent = self.queued() as f64 / rate as f64;
+        let rtt_ns = self.rtt_us.load(Ordering::Relaxed).saturating_mul(1000);
+        let quiet = self
+            .now_ns()
+            .saturating_sub(self.last_write.load(Ordering::Relaxed));
+        let standing = if quiet <= rtt_ns {
+            self.standing_us.load(Ordering::Relaxed) as f64 * 1e-6
+        } else {
+            0.0
+        };
+        unsent + standing
+    }
+
+    /// Bytes handed to the link and not sent yet: what was written minus
+    /// what the link had sent at the last sample, and what it has sent
+    /// since at its rate. Retransmissions and FEC repair count as sent, so
+    /// on a lossy link this errs low (toward model-free frames).
+    pub fn queued(&self) -> u64 {
+        let written = self.written.load(Ordering::Relaxed);
+        let sent = self.sent.load(Ordering::Relaxed);
+        let since = self
+            .epoch
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(self.sampled.load(Ordering::Relaxed)));
+        // Non-negative; saturates at u64::MAX on a float that large.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let more = (self.rate() as f64 * since.as_secs_f64()) as u64;
+        written.saturating_sub(sent.saturating_add(more))
+    }
+
+    /// Records a sample of the connection: `payload` bytes sent so far,
+    /// and its smoothed and smallest RTT.
+    fn sample(&self, rate: u64, payload: u64, rtt: Duration, min_rtt: Duration) {
+        self.rate.store(rate, Ordering::Relaxed);
+        self.sent.store(payload, Ordering::Relaxed);
+        self.sampled.store(self.now_ns(), Ordering::Relaxed);
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.rtt_us.store(us(rtt), Ordering::Relaxed);
+        self.standing_us
+            .store(us(rtt.saturating_sub(min_rtt)), Ordering::Relaxed);
+    }
+
+    /// The link's wire cost per input byte of model frames, if measured.
+    pub fn lm_cost(&self) -> Option<f64> {
+        load_cost(&self.lm_cost)
+    }
+
+    /// The link's wire cost per input byte of model-free frames, if measured.
+    pub fn free_cost(&self) -> Option<f64> {
+        load_cost(&self.free_cost)
+    }
+
+    /// Adds a frame's cost to the link's averages.
+    pub fn record(&self, model: bool, cost: f64) {
+        let slot = if model {
+            &self.lm_cost
+        } else {
+            &self.free_cost
+        };
+        let avg = match load_cost(slot) {
+            None => cost,
+            Some(old) => old + (cost - old) / 8.0,
+        };
+        slot.store(avg.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
+    }
+}
+
+fn load_cost(slot: &AtomicU64) -> Option<f64> {
+    let c = f64::from_bits(slot.load(Ordering::Relaxed));
+    (c > 0.0 && c.is_finite()).then_some(c)
+}
+
+/// A connection's own wire costs per input byte (moving averages over its
+/// frames), falling back to its link's until it has measured one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConnCosts {
+    lm: Option<f64>,
+    free: Option<f64>,
+}
+
+impl ConnCosts {
+    /// Adds a frame: `wire` bytes on the link for `input` bytes; `model`:
+    /// the model coded it, or tried and lost (then the model's cost on it
+    /// was no better than the frame that went).
+    pub fn record(&mut self, link: &LinkLoad, model: bool, input: usize, wire: usize) {
+        if input == 0 {
+            return;
+        }
+        let cost = wire as f64 / input as f64;
+        let slot = if model { &mut self.lm } else { &mut self.free };
+        *slot = Some(match *slot {
+            None => cost,
+            Some(old) => old + (cost - old) / 4.0,
+        });
+        link.record(model, cost);
+    }
+
+    /// The model's cost: this connection's, else the link's, else unknown.
+    pub fn lm(&self, link: &LinkLoad) -> Option<f64> {
+        self.lm.or_else(|| link.lm_cost())
+    }
+
+    /// The model-free cost: this connection's, else the link's, else raw.
+    pub fn free(&self, link: &LinkLoad) -> f64 {
+        self.free.or_else(|| link.free_cost()).unwrap_or(1.0)
+    }
+}
+
+/// Keeps `load` current (rate, bytes sent) from `conn`'s statistics while
+/// the connection lives.
+pub async fn track(conn: quinn::Connection, load: std::sync::Arc<LinkLoad>) {
+    let payload = |s: &quinn::ConnectionStats| {
+        s.udp_tx
+            .bytes
+            .saturating_sub(s.path.lost_bytes)
+            .saturating_sub(s.udp_tx.datagrams.saturating_mul(DATAGRAM_OVERHEAD))
+    };
+    // What the handshake sent before any connection wrote.
+    let base = payload(&conn.stats());
+    loop {
+        let s = conn.stats();
+        let rtt_us = u64::try_from(s.path.rtt.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(100);
+        let rate = s.path.cwnd.saturating_mul(1_000_000) / rtt_us;
+        load.sample(
+            rate,
+            payload(&s).saturating_sub(base),
+            s.path.rtt,
+            s.path.min_rtt,
+        );
+        tokio::select! {
+            _ = conn.closed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_is_written_minus_sent_and_drains_at_the_rate() {
+        let l = LinkLoad::default();
+        assert_eq!(l.queued(), 0);
+        let ms = Duration::from_millis;
+        l.wrote(10_000);
+        l.sample(0, 4_000, ms(100), ms(100));
+        assert_eq!(l.queued(), 6_000);
+        assert_eq!(l.busy_secs(), 0.0, "rate unknown");
+        // At a rate the queue drains between samples, never below zero.
+        l.sample(1_000_000_000, 4_000, ms(100), ms(100));
+        std::thread::sleep(ms(5));
+        assert_eq!(l.queued(), 0);
+        assert_eq!(l.busy_secs(), 0.0);
+    }
+
+    #[test]
+    fn busy_counts_the_network_queue_only_while_this_end_writes() {
+        let l = LinkLoad::default();
+        let ms = Duration::from_millis;
+        // 8 KB/s, 3 s of queueing delay on a 600 ms path, 8 KB unsent.
+        l.wrote(8_000);
+        l.sample(8_000, 0, ms(3600), ms(600));
+        let busy = l.busy_secs();
+        assert!((busy - 4.0).abs() < 0.01, "{busy}");
+        // Quiet for longer than an RTT: the smoothed RTT is stale.
+        l.sample(8_000, 8_000, ms(1), ms(1));
+        std::thread::sleep(ms(5));
+        assert_eq!(l.busy_secs(), 0.0);
+    }
+
+    #[test]
+    fn costs_fall_back_from_connection_to_link_to_raw() {
+        let l = LinkLoad::default();
+        let mut a = ConnCosts::default();
+        let b = ConnCosts::default();
+        assert_eq!(a.free(&l), 1.0);
+        assert_eq!(a.lm(&l), None);
+        a.record(&l, true, 1000, 200);
+        a.record(&l, false, 1000, 400);
+        assert_eq!(a.lm(&l), Some(0.2));
+        assert_eq!(a.free(&l), 0.4);
+        // Another connection of the link sees the link's averages.
+        assert_eq!(b.lm(&l), Some(0.2));
+        assert_eq!(b.free(&l), 0.4);
+        a.record(&l, true, 1000, 600);
+        assert!((a.lm(&l).unwrap() - 0.3).abs() < 1e-12);
+        a.record(&l, true, 0, 10);
+        assert!((a.lm(&l).unwrap() - 0.3).abs() < 1e-12);
+    }
+}
