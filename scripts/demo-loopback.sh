@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's main job (README): the tunnel demo. Installs what it needs
+# The quick tunnel demo, on plain loopback (scripts/demo.sh is the main job:
+# the same over an emulated 64 kbit/s satellite link). Installs what it needs
 # (ONNX Runtime, sample files from Debian packages; all cached; the default
 # model ships in models/default), builds llmpack, then on this machine:
 #   1. makes a certificate pair (config/keys, once);

@@ -6,6 +6,10 @@
 //! on to `--to` through the "up" direction, and the replies come back to
 //! the sender through the "down" direction. One sender at a time: replies go
 //! to the address that sent last (a QUIC link uses one address pair).
+//!
+//! With `--tcp` it relays TCP connections through the same emulated path
+//! instead (the bench's [`TcpRelay`]): plain TCP over the link a tunnel is
+//! tried on, for a side-by-side run. Loss does not apply to TCP there.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +19,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio::time::Instant;
 
-use crate::link::{DirStats, Direction, LinkSpec, LinkStats, MIN_QUEUE_BYTES, UdpRelay};
+use crate::link::{DirStats, Direction, LinkSpec, LinkStats, MIN_QUEUE_BYTES, TcpRelay, UdpRelay};
 use crate::report::{bytes, rate};
 use crate::units;
 
@@ -63,6 +67,10 @@ pub struct EmulateArgs {
     /// Seed of the loss and jitter draws (the same seed, the same pattern).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Relay TCP connections instead of UDP datagrams (plain TCP through the
+    /// same rate, delay and queue; loss and jitter do not apply).
+    #[arg(long)]
+    pub tcp: bool,
     /// Print the counters this often (0s: only at exit).
     #[arg(long, default_value = "5s", value_parser = llmpack_proxy::units::parse_duration)]
     pub report: Duration,
@@ -110,12 +118,24 @@ pub async fn run(args: &EmulateArgs, shutdown: impl Future<Output = ()>) -> Resu
         .next()
         .with_context(|| format!("--to {}: no address", args.to))?;
     let spec = args.spec();
-    let relay = UdpRelay::start(args.listen, to, spec.clone())
-        .await
-        .with_context(|| format!("starting the relay on {} to {to}", args.listen))?;
+    let relay = if args.tcp {
+        anyhow::ensure!(
+            spec.up.loss == 0.0 && spec.down.loss == 0.0 && args.jitter.is_zero(),
+            "--tcp relays a byte stream: --loss and --jitter apply only to datagrams"
+        );
+        TcpRelay::start(args.listen, to, spec.clone())
+            .await
+            .map(Relay::Tcp)
+    } else {
+        UdpRelay::start(args.listen, to, spec.clone())
+            .await
+            .map(Relay::Udp)
+    }
+    .with_context(|| format!("starting the relay on {} to {to}", args.listen))?;
     println!(
-        "emulate: listening on {}, forwarding to {to}",
-        relay.local_addr()
+        "emulate: listening on {}, forwarding to {to} ({})",
+        relay.local_addr(),
+        if args.tcp { "TCP" } else { "UDP" }
     );
     println!("  up   (sender -> receiver): {}", describe(&spec.up));
     println!("  down (receiver -> sender): {}", describe(&spec.down));
@@ -145,6 +165,28 @@ pub async fn run(args: &EmulateArgs, shutdown: impl Future<Output = ()>) -> Resu
         )
     );
     Ok(())
+}
+
+/// The relay of either kind.
+enum Relay {
+    Udp(UdpRelay),
+    Tcp(TcpRelay),
+}
+
+impl Relay {
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Relay::Udp(r) => r.local_addr(),
+            Relay::Tcp(r) => r.local_addr(),
+        }
+    }
+    fn stats(&self) -> LinkStats {
+        match self {
+            Relay::Udp(r) => r.stats(),
+            Relay::Tcp(r) => r.stats(),
+        }
+    }
+    fn shutdown(self) {}
 }
 
 /// The next report time; never, without reports.

@@ -163,3 +163,78 @@ fn emulate_counts_loss_per_direction() {
         "{lines:?}"
     );
 }
+
+/// A TCP echo server on loopback.
+fn tcp_echo() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
+    addr
+}
+
+#[cfg(unix)]
+#[test]
+fn emulate_tcp_relays_a_byte_stream_at_the_rate() {
+    use std::io::{Read, Write};
+    let server = tcp_echo();
+    let (child, rx, addr) = emulate(
+        server,
+        &[
+            "--tcp", "--rate", "2mbit", "--rtt", "40ms", "--report", "0s",
+        ],
+    );
+    // 64 KiB each way at 2 Mbit/s: at least 0.25 s, plus the round trips.
+    let data: Vec<u8> = (0..64u32 << 10)
+        .map(|i| ((i * 7 + i / 251) % 256).to_le_bytes()[0])
+        .collect();
+    let t0 = Instant::now();
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || w.write_all(&sent));
+    let mut got = vec![0u8; data.len()];
+    c.read_exact(&mut got)
+        .expect("the bytes come back through emulate");
+    writer.join().unwrap().unwrap();
+    let took = t0.elapsed();
+    assert!(got == data, "the echo differs");
+    assert!(
+        took >= Duration::from_millis(250),
+        "64 KiB at 2 Mbit/s took only {took:?}"
+    );
+    drop(c);
+    let (ok, lines) = terminate(child, &rx);
+    assert!(ok, "emulate --tcp exited with an error: {lines:?}");
+    let last = lines.last().cloned().unwrap_or_default();
+    assert!(last.contains("final") && last.contains("up:"), "{lines:?}");
+}
+
+#[test]
+fn emulate_tcp_refuses_loss() {
+    let out = Command::new(env!("CARGO_BIN_EXE_llmpack"))
+        .args([
+            "emulate",
+            "--tcp",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:9",
+            "--loss",
+            "1%",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--loss"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
