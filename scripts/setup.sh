@@ -14,8 +14,14 @@
 #      LICENSE,manifest.toml}; the manifest is written last and records the
 #      sha256 of the model and tokenizer, so a half-finished conversion is redone
 #   5. evaluation samples (scripts/fetch-samples.sh), skipped with --no-samples
+#   6. only with --gpu: ONNX Runtime 1.31.1 with the CUDA execution provider (the
+#      PyPI wheel onnxruntime-gpu) and the CUDA 13 runtime, cuBLAS, cuRAND, cuFFT,
+#      NVRTC, nvJitLink and cuDNN libraries it loads (PyPI nvidia-* wheels), their
+#      .so files extracted into .cache/onnxruntime-gpu-1.31.1/lib.  `--device
+#      cuda|auto` (or `[model] device`) loads them.  Needs an NVIDIA driver for
+#      CUDA 13 (580 or later) at run time, not at setup time.
 #
-# Usage: scripts/setup.sh [--no-samples]
+# Usage: scripts/setup.sh [--no-samples] [--gpu]
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,12 +55,27 @@ GGUF="$WEIGHTS_DIR/$GGUF_NAME"
 
 MODEL_DIR="$REPO/models/smollm2-135m"
 
+GPU_DIR="$CACHE/onnxruntime-gpu-$ORT_VERSION"
+GPU_WHEELS="$CACHE/gpu-wheels"
+# onnxruntime-gpu 1.31.1 on PyPI is built for CUDA 13 (its `cuda` extra asks for
+# nvidia-cuda-runtime~=13.0 and friends, its `cudnn` extra for nvidia-cudnn-cu13).
+# Pinned: one CUDA 13.0 update 2 set, and cuDNN 9.  Bump together; the stamp
+# below changes with the list.
+GPU_PKGS=(
+  "onnxruntime-gpu==$ORT_VERSION"
+  nvidia-cuda-runtime==13.0.96 nvidia-cublas==13.1.0.3 nvidia-curand==10.4.0.35
+  nvidia-cufft==12.0.0.61 nvidia-cuda-nvrtc==13.0.88 nvidia-nvjitlink==13.0.88
+  nvidia-cudnn-cu13==9.27.0.42
+)
+
 SAMPLES=1
+GPU=0
 for arg in "$@"; do
   case "$arg" in
     --no-samples) SAMPLES=0 ;;
     --samples) SAMPLES=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --gpu) GPU=1 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -173,8 +194,76 @@ if [ "$SAMPLES" = 1 ]; then
   done_stage
 fi
 
+# --- 6. GPU runtime (only with --gpu) --------------------------------------------
+if [ "$GPU" = 1 ]; then
+  stage "ONNX Runtime $ORT_VERSION with CUDA (${GPU_DIR#$REPO/})"
+  GPU_STAMP="$GPU_DIR/.complete"
+  if [ -f "$GPU_STAMP" ] && [ "$(cat "$GPU_STAMP")" = "${GPU_PKGS[*]}" ]; then
+    echo "    up to date"
+  else
+    rm -rf "$GPU_DIR"
+    mkdir -p "$GPU_WHEELS"
+    T_DL=$SECONDS
+    # Wheels already in the folder are not downloaded again.
+    "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+      -d "$GPU_WHEELS" "${GPU_PKGS[@]}"
+    echo "    wheels: $(du -sh "$GPU_WHEELS" | cut -f1) in ${GPU_WHEELS#$REPO/} ($((SECONDS - T_DL)) s)"
+    # A wheel is a zip: take the shared libraries (and each package's licence) of
+    # exactly the pinned versions into one folder, where the libraries find each
+    # other by name and llmpack preloads them from.
+    "$PY" - "$GPU_WHEELS" "$GPU_DIR" "${GPU_PKGS[@]}" <<'EOF'
+import os, re, shutil, sys, zipfile
+wheels, out, pins = sys.argv[1], sys.argv[2], sys.argv[3:]
+lib = os.path.join(out, "lib")
+os.makedirs(lib)
+keep_ort = ("libonnxruntime.so.", "libonnxruntime_providers_cuda.so", "libonnxruntime_providers_shared.so")
+for pin in pins:
+    name, version = pin.split("==")
+    stem = re.sub(r"[-_.]+", "_", name).lower()
+    found = [w for w in os.listdir(wheels)
+             if w.lower().startswith(f"{stem}-{version}-") and w.endswith(".whl")]
+    if len(found) != 1:
+        sys.exit(f"expected one wheel of {pin} in {wheels}, found {found}")
+    n = 0
+    with zipfile.ZipFile(os.path.join(wheels, found[0])) as z:
+        for m in z.namelist():
+            base = os.path.basename(m)
+            if ".dist-info/" in m and base.upper().startswith(("LICENSE", "LICENCE")):
+                d = os.path.join(out, "licenses", name)
+                os.makedirs(d, exist_ok=True)
+                with z.open(m) as f, open(os.path.join(d, base), "wb") as g:
+                    shutil.copyfileobj(f, g, 1 << 20)
+            if name == "onnxruntime-gpu":
+                take = m.startswith("onnxruntime/capi/") and base.startswith(keep_ort)
+            else:
+                take = "/lib/" in m and ".so" in base
+            if not take:
+                continue
+            with z.open(m) as f, open(os.path.join(lib, base), "wb") as g:
+                shutil.copyfileobj(f, g, 1 << 20)
+            n += 1
+    if n == 0:
+        sys.exit(f"no shared library in the wheel of {pin}")
+    print(f"    {pin}: {n} libraries")
+EOF
+    [ -f "$GPU_DIR/lib/libonnxruntime.so.$ORT_VERSION" ] && [ -f "$GPU_DIR/lib/libonnxruntime_providers_cuda.so" ] \
+      || { echo "error: the CUDA build of ONNX Runtime is missing from $GPU_DIR/lib" >&2; exit 1; }
+    printf '%s' "${GPU_PKGS[*]}" > "$GPU_STAMP"
+    echo "    installed: $(du -sh "$GPU_DIR" | cut -f1) in ${GPU_DIR#$REPO/}/lib"
+  fi
+  if [ -r /proc/driver/nvidia/version ]; then
+    echo "    NVIDIA driver: $(grep -o 'Kernel Module  *[0-9.]*' /proc/driver/nvidia/version | awk '{print $3}') (CUDA 13 needs 580 or later)"
+  else
+    echo "    no NVIDIA driver on this machine: --device cuda refuses to start here, --device auto runs on the CPU"
+  fi
+  done_stage
+fi
+
 echo "==> setup done in $((SECONDS - T_ALL)) s"
 echo "    ONNX Runtime: ${ORT_LIB#$REPO/}"
+if [ "$GPU" = 1 ]; then
+  echo "    with CUDA:    ${GPU_DIR#$REPO/}/lib (llmpack --device cuda or auto)"
+fi
 echo "    model:        ${MODEL_DIR#$REPO/}/manifest.toml"
 echo "    info: to make zstd-sys link the system libzstd instead of building its own:"
 echo "      export ZSTD_SYS_USE_PKG_CONFIG=1"

@@ -79,7 +79,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     } else {
         None
     };
-    let opts = args.coding.options(loaded.as_ref().map(|l| l.context));
+    let opts = args.coding.options(
+        loaded.as_ref().map(|l| l.context),
+        loaded
+            .as_ref()
+            .map_or(llmpack_model::Backend::Cpu, |l| l.backend),
+    );
     if let Some(l) = &loaded {
         l.check_window(opts.lm.window)?;
     }

@@ -22,6 +22,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use llmpack_codec::{LmParams, Policy};
+use llmpack_model::Backend;
 
 use crate::engine::{PackJob, PackOptions, UnpackJob, read_header, run_pack, run_unpack};
 
@@ -128,8 +129,10 @@ pub(crate) struct CodingArgs {
     #[arg(long, default_value = "16KiB", value_parser = size::parse_u32)]
     frame: u32,
     /// Most lanes (independently coded parts of a file, decoded in one batch).
-    #[arg(long, default_value_t = 16)]
-    lanes: u16,
+    /// Default: 16 on the CPU, 256 on a GPU (`--device`), where a model call
+    /// of many lanes costs little more than one of a few.
+    #[arg(long)]
+    lanes: Option<u16>,
     /// Smallest part of a file that gets a lane of its own (e.g. 4KiB).
     /// Each lane starts with an empty context, so fewer, longer lanes
     /// compress better; more lanes code faster, their model steps batched
@@ -153,14 +156,15 @@ pub(crate) struct CodingArgs {
 }
 
 impl CodingArgs {
-    /// The options for a model trained on `context` tokens (`None`: no model).
-    pub(crate) fn options(&self, context: Option<u32>) -> PackOptions {
+    /// The options for a model trained on `context` tokens (`None`: no model)
+    /// running on `backend`.
+    pub(crate) fn options(&self, context: Option<u32>, backend: Backend) -> PackOptions {
         let fitted = context.map_or_else(LmParams::default, LmParams::within);
         let window = self.window.unwrap_or(fitted.window);
         PackOptions {
             policy: self.codec,
             frame_len: self.frame,
-            max_lanes: self.lanes,
+            max_lanes: self.lanes.unwrap_or(default_lanes(backend)),
             min_lane: self.min_lane,
             lm: LmParams {
                 window,
@@ -169,6 +173,15 @@ impl CodingArgs {
             zstd_level: self.zstd_level,
             zstd_history: llmpack_codec::DEFAULT_ZSTD_HISTORY,
         }
+    }
+}
+
+/// Lanes per file when `--lanes` is not given: a CPU's model call costs
+/// about its rows, a GPU's about the same for 1 row or a few hundred.
+fn default_lanes(backend: Backend) -> u16 {
+    match backend {
+        Backend::Cpu => 16,
+        Backend::Cuda => 256,
     }
 }
 
@@ -237,7 +250,10 @@ fn pack(input: &Path, output: &Path, margs: &model::ModelArgs, coding: &CodingAr
     } else {
         None
     };
-    let opts = coding.options(loaded.as_ref().map(|l| l.context));
+    let opts = coding.options(
+        loaded.as_ref().map(|l| l.context),
+        loaded.as_ref().map_or(Backend::Cpu, |l| l.backend),
+    );
     if let Some(l) = &loaded {
         l.check_window(opts.lm.window)?;
     }

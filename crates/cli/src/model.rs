@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use llmpack_model::OnnxPredictor;
+use llmpack_model::{Backend, Device, OnnxPredictor};
 
 use crate::engine::{ModelHandle, ModelSpec};
 
@@ -21,9 +21,21 @@ pub struct ModelArgs {
     /// Threads for inference.
     #[arg(long, default_value_t = default_threads())]
     pub threads: usize,
-    /// The ONNX Runtime library (default: $ORT_DYLIB_PATH, then the project cache).
+    /// The ONNX Runtime library (default: $ORT_DYLIB_PATH, then the project
+    /// cache: its CPU build, or for --device cuda/auto its CUDA build).
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
+    /// Where the model runs: cpu; cuda (an NVIDIA GPU through ONNX Runtime's
+    /// CUDA execution provider, which `scripts/setup.sh --gpu` installs; an
+    /// error if it cannot work here); or auto (the GPU where it works, else
+    /// the CPU, with a warning). Files packed on one device may not unpack on
+    /// another: the numeric probe in the file says so.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    s.parse()
 }
 
 fn default_threads() -> usize {
@@ -40,6 +52,8 @@ pub struct Loaded {
     pub context: u32,
     /// Its directory and manifest.
     pub dir: llmpack_model::ModelDir,
+    /// Where it runs.
+    pub backend: Backend,
 }
 
 impl Loaded {
@@ -51,7 +65,7 @@ impl Loaded {
                 format!("model directory {DEFAULT_MODEL} not found (it is part of the repository: run llmpack inside a checkout), or pass --model DIR")
             })?,
         };
-        let m = llmpack_model::load_model(&path, args.threads, args.ort_lib.clone())
+        let m = llmpack_model::load_model(&path, args.threads, args.ort_lib.clone(), args.device)
             .with_context(|| format!("loading model {}", path.display()))?;
         let spec = ModelSpec {
             vocab: m.vocab,
@@ -64,6 +78,7 @@ impl Loaded {
             predictor: m.predictor,
             context,
             dir: m.dir,
+            backend: m.backend,
         })
     }
 

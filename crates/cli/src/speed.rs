@@ -23,7 +23,8 @@ pub struct SpeedArgs {
     model: model::ModelArgs,
     /// Lane counts to measure, comma-separated: each run codes that many
     /// independent streams at once, their model steps batched together.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    /// Default: 1,4,16,64 on the CPU; 1,4,16,64,256,1024 on a GPU.
+    #[arg(long, value_delimiter = ',')]
     lanes: Vec<usize>,
     /// Bytes each lane codes (a different part of the text per lane).
     #[arg(long, default_value = "4KiB", value_parser = size::parse_u64)]
@@ -73,6 +74,11 @@ struct Run {
 struct Report {
     model: String,
     contract: String,
+    /// Where the model ran: cpu or cuda.
+    device: String,
+    /// The numeric probe there (hex): two runs that agree on it decode each
+    /// other's model-coded bytes.
+    probe: String,
     threads: usize,
     window: u32,
     keep: u32,
@@ -113,6 +119,16 @@ fn part(text: &[u8], i: usize, lanes: usize, len: usize) -> &[u8] {
     &text[at..(at + len).min(text.len())]
 }
 
+/// Lane counts measured when `--lanes` is not given: a GPU's model call
+/// costs about the same for 1 row as for hundreds, so it is measured up to
+/// the proxy's largest batch.
+fn default_lanes(backend: llmpack_model::Backend) -> Vec<usize> {
+    match backend {
+        llmpack_model::Backend::Cpu => vec![1, 4, 16, 64],
+        llmpack_model::Backend::Cuda => vec![1, 4, 16, 64, 256, 1024],
+    }
+}
+
 /// Runs the measurement.
 pub fn run(args: &SpeedArgs) -> Result<()> {
     let text = text(args)?;
@@ -135,7 +151,15 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
     };
     loaded.check_window(lm.window)?;
     let threads = loaded.predictor.threads();
-    eprintln!("measuring the fp32 matmul peak through ONNX Runtime ({threads} threads)...");
+    let backend = loaded.backend;
+    let lane_counts = if args.lanes.is_empty() {
+        default_lanes(backend)
+    } else {
+        args.lanes.clone()
+    };
+    eprintln!(
+        "measuring the fp32 matmul peak through ONNX Runtime ({backend}, {threads} threads)..."
+    );
     let peak = llmpack_model::matmul_peak(threads, Duration::from_millis(700))
         .context("measuring the matmul peak")?;
     let vocab = loaded.spec.vocab.clone();
@@ -146,7 +170,7 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
         &loaded.predictor.shape(),
         f64::from(window) * 5.0 / 8.0,
     );
-    for &lanes in &args.lanes {
+    for &lanes in &lane_counts {
         let parts: Vec<&[u8]> = (0..lanes).map(|i| part(&text, i, lanes, len)).collect();
         let mut tokens = 0u64;
         for p in &parts {
@@ -283,6 +307,8 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
     let report = Report {
         model: loaded.dir.manifest.model.name.clone(),
         contract: format!("{:?}", loaded.dir.manifest.onnx.contract).to_lowercase(),
+        device: backend.to_string(),
+        probe: format!("{:016x}", loaded.spec.probe),
         threads,
         window: lm.window,
         keep: lm.keep,
@@ -302,11 +328,11 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
 
 fn print_report(r: &Report) {
     println!(
-        "model {} ({} contract), {} threads, window {} keep {}; every round trip byte-exact",
-        r.model, r.contract, r.threads, r.window, r.keep
+        "model {} ({} contract) on the {}, {} threads, window {} keep {}; every round trip byte-exact",
+        r.model, r.contract, r.device, r.threads, r.window, r.keep
     );
     println!(
-        "fp32 matmul peak through ONNX Runtime, same threads: {:.1} GFLOP/s",
+        "fp32 matmul peak through ONNX Runtime, same device and threads: {:.1} GFLOP/s",
         r.peak_gflops
     );
     println!(

@@ -6,6 +6,7 @@
 //! thread.
 #![warn(missing_docs)]
 
+mod device;
 mod dir;
 mod load;
 mod onnx;
@@ -13,11 +14,14 @@ mod peak;
 mod runtime;
 mod vocab;
 
+pub use device::{Backend, Device};
 pub use dir::{Contract, Manifest, ModelDir, find_in_project};
 pub use load::{LoadedModel, load_model};
 pub use onnx::{OnnxPredictor, PredictorStats};
 pub use peak::{FlopsPerToken, ShapeMeta, flops_per_token, matmul_peak};
-pub use runtime::{ORT_VERSION, init_runtime, ort_library_path};
+pub use runtime::{
+    ORT_VERSION, cuda_library_path, init_runtime, ort_library_path, runtime_backend, start_runtime,
+};
 pub use vocab::HfVocab;
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use llmpack_codec::Vocabulary;
 
-use crate::{Error, HfVocab, ModelDir, OnnxPredictor, Result};
+use crate::{Backend, Device, Error, HfVocab, ModelDir, OnnxPredictor, Result};
 
 /// A verified, loaded model.
 #[derive(Debug)]
@@ -16,16 +16,25 @@ pub struct LoadedModel {
     pub vocab: Arc<dyn Vocabulary>,
     /// Its predictor.
     pub predictor: OnnxPredictor,
-    /// The numeric probe on this machine (see `llmpack_codec::numeric_probe`).
+    /// The numeric probe on this machine and device (see
+    /// `llmpack_codec::numeric_probe`), computed by `predictor` itself.
     pub probe: u64,
+    /// Where the predictor runs.
+    pub backend: Backend,
 }
 
-/// Opens and verifies the model directory at `path`, loads ONNX Runtime
-/// (`ort_lib`, else the default places), the tokenizer and the model with
-/// `threads` threads, and runs the numeric probe.
-pub fn load_model(path: &Path, threads: usize, ort_lib: Option<PathBuf>) -> Result<LoadedModel> {
+/// Opens and verifies the model directory at `path`, loads ONNX Runtime for
+/// `device` (`ort_lib`, else the default places; see [`Device`]), the
+/// tokenizer and the model with `threads` threads, and runs the numeric
+/// probe on the device the model will run on.
+pub fn load_model(
+    path: &Path,
+    threads: usize,
+    ort_lib: Option<PathBuf>,
+    device: Device,
+) -> Result<LoadedModel> {
     let dir = ModelDir::open(path)?;
-    crate::init_runtime(ort_lib)?;
+    let backend = crate::start_runtime(ort_lib, device)?;
     let m = &dir.manifest.model;
     let vocab = HfVocab::load(&dir.tokenizer_path(), m.vocab_size, m.bos_token_id)?;
     let mut predictor = OnnxPredictor::load(&dir, threads)?;
@@ -37,5 +46,6 @@ pub fn load_model(path: &Path, threads: usize, ort_lib: Option<PathBuf>) -> Resu
         vocab,
         predictor,
         probe,
+        backend,
     })
 }

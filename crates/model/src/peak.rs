@@ -13,18 +13,13 @@ use crate::{ModelDir, Result};
 const MATMUL_ONNX: &[u8] = include_bytes!("../assets/matmul.onnx");
 
 /// The best fp32 matmul rate, in GFLOP/s, that ONNX Runtime reaches on this
-/// machine with `threads` intra-op threads: square products of 256, 512 and
+/// machine (on the process's device, see [`crate::start_runtime`]) with
+/// `threads` intra-op threads: square products of 256, 512 and
 /// 1024, each run for about `per_size`, the best of them. The model's steps
 /// go through the same runtime and kernels, so a step's share of this is
 /// how much of the machine the model uses.
 pub fn matmul_peak(threads: usize, per_size: Duration) -> Result<f64> {
-    let env = crate::runtime::environment()?;
-    let mut session: Session = Session::builder(&env)?
-        .with_intra_threads(threads)
-        .map_err(ort::Error::from)?
-        .with_inter_threads(1)
-        .map_err(ort::Error::from)?
-        .commit_from_memory(MATMUL_ONNX)?;
+    let mut session: Session = crate::runtime::builder(threads)?.commit_from_memory(MATMUL_ONNX)?;
     let mut best = 0.0f64;
     for n in [256usize, 512, 1024] {
         let data: Vec<f32> = (0..n * n)
@@ -43,6 +38,24 @@ pub fn matmul_peak(threads: usize, per_size: Duration) -> Result<f64> {
         best = best.max(flops / t0.elapsed().as_secs_f64() / 1e9);
     }
     Ok(best)
+}
+
+/// Runs a 2x2 product on the GPU through the CUDA execution provider of
+/// `env`'s library and checks its result: whether that provider works here.
+pub(crate) fn check_cuda(env: &ort::environment::Environment) -> Result<()> {
+    let mut session = Session::builder(env)?
+        .with_execution_providers([crate::runtime::cuda_provider()])
+        .map_err(ort::Error::from)?
+        .commit_from_memory(MATMUL_ONNX)?;
+    let a = Tensor::from_array(([2usize, 2], vec![1.0f32, 2.0, 3.0, 4.0]))?;
+    let out = session.run(ort::inputs!["a" => &a, "b" => &a])?;
+    let (_, c) = out["c"].try_extract_tensor::<f32>()?;
+    if c != [7.0, 10.0, 15.0, 22.0] {
+        return Err(crate::Error::Runtime(format!(
+            "a 2x2 product on the GPU gave {c:?}, not [7, 10, 15, 22]"
+        )));
+    }
+    Ok(())
 }
 
 /// FLOPs one token costs the model at a context of `context` tokens: the

@@ -179,11 +179,27 @@ pub struct ModelConfig {
     pub threads: usize,
     /// The ONNX Runtime shared library; `None`: the runtime's own search.
     pub ort_lib: Option<PathBuf>,
+    /// Where the model runs (`cpu`, `cuda` or `auto`; see
+    /// [`llmpack_model::Device`]).
+    pub device: llmpack_model::Device,
     /// A frame is model-coded only if the scheduler expects it done within
     /// this; otherwise it goes `zstd`.
     pub max_delay: Duration,
-    /// Most lanes in one batched model call.
+    /// Most lanes in one batched model call on the CPU.
     pub max_batch: usize,
+    /// Most lanes in one batched model call on a GPU: `model.max_batch`
+    /// where given, else a larger default than the CPU's.
+    pub max_batch_gpu: usize,
+}
+
+impl ModelConfig {
+    /// Most lanes in one batched model call on `backend`.
+    pub fn max_batch_on(&self, backend: llmpack_model::Backend) -> usize {
+        match backend {
+            llmpack_model::Backend::Cpu => self.max_batch,
+            llmpack_model::Backend::Cuda => self.max_batch_gpu,
+        }
+    }
 }
 
 /// The `[limits]` table.

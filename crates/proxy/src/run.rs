@@ -158,19 +158,27 @@ fn load_model(config: &Config) -> Result<Option<ModelRt>> {
             format!("model directory {DEFAULT_MODEL} not found; set model.dir in the config, or use codec = \"zstd\" on every tunnel")
         })?,
     };
-    let m = llmpack_model::load_model(&path, config.model.threads, config.model.ort_lib.clone())
-        .with_context(|| format!("loading model {} (model.dir)", path.display()))?;
+    let m = llmpack_model::load_model(
+        &path,
+        config.model.threads,
+        config.model.ort_lib.clone(),
+        config.model.device,
+    )
+    .with_context(|| format!("loading model {} (model.dir, model.device)", path.display()))?;
     let rule = LmParams::within(m.dir.manifest.model.context_length);
     let info = ModelInfo {
         id: m.dir.id,
-        runtime: format!("onnxruntime {}", llmpack_model::ORT_VERSION),
+        // The peer logs this next to a probe mismatch: a CPU end and a GPU
+        // end usually compute different probes, and then model coding is off.
+        runtime: format!("onnxruntime {} {}", llmpack_model::ORT_VERSION, m.backend),
         probe: m.probe,
     };
     tracing::info!(
         model = %path.display(), id = %m.dir.id, probe = format_args!("{:016x}", m.probe),
-        window = rule.window, keep = rule.keep, "model loaded"
+        window = rule.window, keep = rule.keep, device = %m.backend,
+        max_batch = config.model.max_batch_on(m.backend), "model loaded"
     );
-    let sched = Scheduler::start(Box::new(m.predictor), config.model.max_batch);
+    let sched = Scheduler::start(Box::new(m.predictor), config.model.max_batch_on(m.backend));
     Ok(Some(ModelRt {
         vocab: m.vocab,
         sched,

@@ -110,8 +110,9 @@ pub struct OnnxPredictor {
 }
 
 impl OnnxPredictor {
-    /// Loads the model's graph with `threads` intra-op threads. Call
-    /// [`crate::init_runtime`] first.
+    /// Loads the model's graph with `threads` intra-op threads, on the
+    /// device the runtime was started for: call [`crate::start_runtime`]
+    /// (or [`crate::init_runtime`] for the CPU) first.
     pub fn load(dir: &ModelDir, threads: usize) -> Result<Self> {
         let session = crate::runtime::session(&dir.onnx_path(), threads)?;
         let engine: Box<dyn Engine> = match dir.manifest.onnx.contract {

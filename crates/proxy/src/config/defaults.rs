@@ -22,6 +22,9 @@ pub(super) const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(2);
 /// Lanes per model call: enough to keep a CPU busy, small enough that one
 /// call stays short.
 pub(super) const DEFAULT_MAX_BATCH: u64 = 64;
+/// Lanes per model call on a GPU: a call of a few hundred rows costs the
+/// GPU little more than one of a few (not yet measured: issue 16).
+pub(super) const DEFAULT_MAX_BATCH_GPU: u64 = 512;
 /// Most lanes per model call accepted.
 pub(super) const MAX_BATCH: u64 = 1024;
 /// Connections at once: plenty for a site's worth of clients while bounding

@@ -58,14 +58,22 @@ impl Config {
         let model = &self.model;
         let _ = write!(
             s,
-            "model: {}, {} threads, max delay {:?}, max batch {}",
+            "model: {}, device {}, {} threads, max delay {:?}, max batch {}",
             model
                 .dir
                 .as_deref()
                 .map_or_else(|| "built-in default".to_owned(), show),
+            model.device,
             model.threads,
             model.max_delay,
-            model.max_batch,
+            match model.device {
+                llmpack_model::Device::Cpu => model.max_batch.to_string(),
+                llmpack_model::Device::Cuda => model.max_batch_gpu.to_string(),
+                llmpack_model::Device::Auto => format!(
+                    "{} on a GPU, {} on the CPU",
+                    model.max_batch_gpu, model.max_batch
+                ),
+            },
         );
         if let Some(lib) = &model.ort_lib {
             let _ = write!(s, ", ONNX Runtime {}", show(lib));

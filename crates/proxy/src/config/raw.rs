@@ -106,6 +106,8 @@ pub struct RawModel {
     pub threads: Option<u64>,
     /// ONNX Runtime library.
     pub ort_lib: Option<PathBuf>,
+    /// `cpu`, `cuda` or `auto`.
+    pub device: Option<String>,
     /// Latency budget of a model-coded frame.
     pub max_delay: Option<String>,
     /// Most lanes per model call.

@@ -656,3 +656,41 @@ fn link_mode_congestion_and_fec() {
         Err(ConfigError::Parse { .. })
     ));
 }
+
+#[test]
+fn model_device_and_its_batch() {
+    use llmpack_model::{Backend, Device};
+    let c = load(&sender("")).unwrap();
+    assert_eq!(c.model.device, Device::Cpu);
+    assert_eq!(c.model.max_batch_on(Backend::Cpu), 64);
+    assert_eq!(c.model.max_batch_on(Backend::Cuda), 512);
+    assert!(c.describe().contains("device cpu,"), "{}", c.describe());
+    for (name, device) in [
+        ("cpu", Device::Cpu),
+        ("cuda", Device::Cuda),
+        ("auto", Device::Auto),
+    ] {
+        let c = load(&sender(&format!("[model]\ndevice = \"{name}\""))).unwrap();
+        assert_eq!(c.model.device, device);
+        assert!(c.describe().contains(&format!("device {name},")));
+    }
+    let c = load(&sender("[model]\ndevice = \"auto\"")).unwrap();
+    assert!(
+        c.describe()
+            .contains("max batch 512 on a GPU, 64 on the CPU"),
+        "{}",
+        c.describe()
+    );
+    // An explicit max_batch holds on either device.
+    let c = load(&sender("[model]\ndevice = \"cuda\"\nmax_batch = 8")).unwrap();
+    assert_eq!(c.model.max_batch_on(Backend::Cuda), 8);
+    assert_eq!(c.model.max_batch_on(Backend::Cpu), 8);
+    for bad in ["gpu", "CUDA", ""] {
+        let (field, message) = field_err(&sender(&format!("[model]\ndevice = \"{bad}\"")));
+        assert_eq!(field, "model.device");
+        assert!(
+            message.contains(&format!("not {bad:?}")) && message.contains("\"auto\""),
+            "{message}"
+        );
+    }
+}

@@ -289,9 +289,26 @@ fn model(raw: RawModel, base_dir: &Path) -> Result<ModelConfig, ConfigError> {
             "must be more than 0; to keep the model off, set codec = \"zstd\" on the tunnels",
         ));
     }
+    let device = match raw.device.as_deref() {
+        None => llmpack_model::Device::default(),
+        Some(s) => llmpack_model::Device::parse(s).ok_or_else(|| {
+            ConfigError::field(
+                "model.device",
+                format!(
+                    "expected \"cpu\", \"cuda\" or \"auto\", not {s:?}; \"cuda\" and \"auto\" need `scripts/setup.sh --gpu`"
+                ),
+            )
+        })?,
+    };
     let max_batch = in_range(
         "model.max_batch",
         raw.max_batch.unwrap_or(DEFAULT_MAX_BATCH),
+        1,
+        MAX_BATCH,
+    )?;
+    let max_batch_gpu = in_range(
+        "model.max_batch",
+        raw.max_batch.unwrap_or(DEFAULT_MAX_BATCH_GPU),
         1,
         MAX_BATCH,
     )?;
@@ -299,8 +316,10 @@ fn model(raw: RawModel, base_dir: &Path) -> Result<ModelConfig, ConfigError> {
         dir,
         threads,
         ort_lib,
+        device,
         max_delay,
         max_batch,
+        max_batch_gpu,
     })
 }
 
