@@ -53,12 +53,12 @@ def tokenize(tok, docs, data):
     n_val = max(1, len(docs) // 100)
     lens = []  # tokens per document (its separator included), in corpus order
     for name, part in (("tokens.bin", docs[:-n_val]), ("val.bin", docs[-n_val:])):
-        ids = []
-        for enc in tok.encode_batch(part, add_special_tokens=False):
-            ids.append(0)
-            ids.extend(enc.ids)
-            lens.append(len(enc.ids) + 1)
-        a = np.array(ids, dtype=np.uint16)
+        chunks = []
+        for i in range(0, len(part), 1000):  # in chunks: a whole corpus's Encodings at once need tens of GB
+            for enc in tok.encode_batch(part[i:i + 1000], add_special_tokens=False):
+                chunks.append(np.array([0] + enc.ids, dtype=np.uint16))
+                lens.append(len(enc.ids) + 1)
+        a = np.concatenate(chunks)
         a.tofile(os.path.join(data, name))
         nb = sum(len(d.encode()) for d in part)
         print(name, len(a), "tokens", nb, "bytes", f"{nb / len(a):.2f} bytes/token")
