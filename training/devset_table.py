@@ -38,7 +38,7 @@ for f in names:
     row(f, cls, vals, z, x, b)
     for key in (cls, "all"):
         acc.setdefault(key, []).append((vals, z, x, b))
-for key, items in acc.items():
+for key, items in sorted(acc.items(), key=lambda kv: kv[0] == "all"):
     n = len(items)
     mean = lambda k: sum(it[k] for it in items) / n
     vals = [sum(it[0][i] for it in items) / n for i in range(len(runs))]
