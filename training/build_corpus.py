@@ -4,8 +4,16 @@ installed), the Rust crates of this workspace's Cargo.lock (crates.io sources in
 real HTTP/1.1 exchanges and logs made by running nginx on this machine (traffic.py), and
 synthetic traffic-like text (HTTP exchanges, logs, JSON).
 
-Writes training/data/corpus.txt (documents joined by <|endoftext|>) and
-training/packages.txt (package name + version of every .deb and crate used).
+Broadened for issue 17 (EXTRA below): ordinary English prose (dictionaries, fortunes, the KJV
+Bible, FAQs, mail), HTML from many generators (Sphinx, Doxygen, javadoc, texinfo, gtk-doc, qdoc,
+mkdocs, ...), URL lists taken from all of the corpus's text, JSON / YAML / XML / CSV data,
+configuration files of many daemons, more languages of source code, non-English manual pages, and
+text made by running programs here (corpus_extra.py): redis-server's RESP wire exchanges and
+logs, SMTP exchanges with MIME mail, git's trace logs.
+
+Writes training/data/corpus.txt (documents joined by <|endoftext|>),
+training/data/classes.tsv (bytes per class) and training/packages.txt (package name, version,
+licence, class, files, bytes of every .deb, crate and generated source).
 Excluded on purpose: public compression benchmarks, the packages the evaluation samples in
 .cache/samples/ come from (debian-faq, libpython3.11-stdlib, debian-reference-en, iso-codes)
 and the packages of the held-out set (training/heldout/SOURCES.txt).
@@ -13,6 +21,7 @@ and the packages of the held-out set (training/heldout/SOURCES.txt).
 import gzip, io, os, random, subprocess, sys, tempfile, json
 import re
 import traffic
+import corpus_extra
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data")
@@ -34,15 +43,46 @@ PACKAGES = [
     "perl-modules-5.36", "python3-django", "python3-numpy", "python3-babel", "node-typescript",
     "node-lodash", "node-axios", "node-express", "libjs-jquery-ui", "libjs-d3",
 ]
+# issue 17: class -> packages (Debian bookworm main).  None of them is in the development set
+# (training/devset/SOURCES.txt) or the held-out set; fetch_devset.sh checks that.
+EXTRA = {
+    "prose": ["dict-gcide", "wordnet-base", "fortunes", "miscfiles", "bible-kjv-text", "dict-jargon",
+              "dict-foldoc", "dict-vera", "harden-doc", "libmail-box-perl"],
+    "html": ["sphinx-doc", "python-django-doc", "libeigen3-doc", "doxygen-doc", "junit4-doc",
+             "libcommons-lang3-java-doc", "gnutls-doc", "octave-doc", "libsoup2.4-doc", "mkdocs-doc",
+             "qtbase5-doc-html", "erlang-doc", "gnuplot-doc", "libboost1.81-doc", "libxml2-doc"],
+    "data": ["node-mdn-data", "unicode-data", "unicode-cldr-core", "osinfo-db", "hwdata", "publicsuffix",
+             "tzdata", "ansible", "yamllint", "npm"],
+    "config": ["nginx-common", "apache2", "postfix", "openssh-server", "samba-common", "systemd", "logrotate",
+               "rsyslog", "bind9", "squid-common", "haproxy", "php8.2-common"],
+    "code": ["golang-1.19-src", "libruby3.1", "php-symfony-console", "php-pear", "lua-penlight", "tcl8.6",
+             "bash-completion", "emacs-el", "vim-runtime", "zsh-common"],
+    "non-english": ["manpages-de", "manpages-fr", "manpages-es", "manpages-ja", "manpages-pl", "manpages-it",
+                    "manpages-pt-br", "manpages-zh", "maint-guide-fr", "developers-reference-fr"],
+}
+EXTRA_CAP = {"dict-gcide": 6_000_000, "bible-kjv-text": 5_000_000, "golang-1.19-src": 5_000_000,
+             "ansible": 5_000_000}  # bytes of text per package where not PER_PACKAGE
+# packages whose text is mostly not the class's: keep only paths matching this
+EXTRA_PATHS = {"libmail-box-perl": r"/t/|\.mbox|folders", "apache2": r"^etc/|/examples?/",
+               "postfix": r"^etc/|/examples?/|main\.cf|master\.cf", "samba-common": r"^etc/|/examples?/",
+               "systemd": r"\.(service|socket|target|timer|conf|network|link|path|mount)$|^etc/",
+               "bind9": r"^etc/|/examples?/", "squid-common": r"^etc/|\.conf",
+               "php8.2-common": r"php\.ini|^etc/|\.ini$"}
+CLASS_OF = {"(old)": "mixed"}
+for c_, ps in EXTRA.items():
+    for p_ in ps:
+        CLASS_OF[p_] = c_
 # evaluation samples (.cache/samples) and held-out set (training/heldout/SOURCES.txt)
 EXCLUDED = {"debian-faq", "libpython3.11-stdlib", "debian-reference-en", "iso-codes",
             "base-files", "libc6-dev", "rust-doc", "python3-nbformat", "fail2ban", "coreutils"}
+DEVSET = os.path.join(HERE, "devset", "SOURCES.txt")  # development-set packages: never in the corpus
 PER_PACKAGE = 3_500_000      # bytes of text kept per package
 MAX_FILE = 400_000
 SYNTH = 4_000_000
 CRATES = 12_000_000          # bytes of crate sources (Cargo.lock's crates.io packages)
 PER_CRATE = 250_000
 TRAFFIC = 8_000_000          # bytes of real nginx exchanges + logs
+URLS = 4_000_000             # bytes of URL lists
 EOT = "<|endoftext|>"
 
 
@@ -52,11 +92,52 @@ def is_text(b):
     try:
         b.decode("utf-8")
         return True
-    except UnicodeDecodeError:
-        return False
+    except UnicodeDecodeError as e:
+        return e.start >= len(b) - 3  # a character cut at the end of the slice
 
 
-def package_docs(deb, rng):
+def licence(d, name):
+    """The licence(s) named in usr/share/doc/NAME/copyright (DEP-5 `License:` fields, else keywords)."""
+    doc = os.path.join(d, "usr", "share", "doc", name)
+    p = os.path.join(doc, "copyright")
+    if os.path.islink(doc):
+        return "see " + os.path.basename(os.readlink(doc))
+    if not os.path.isfile(p):
+        return "unknown"
+    t = open(p, "rb").read().decode("utf-8", "replace")
+    found = []
+    for m in re.finditer(r"^License:[ \t]*(\S[^\n]*)", t, re.M):
+        for x in re.split(r"\s+or\s+|\s+and\s+|,\s*|\s*\|\s*", m.group(1).strip()):
+            if x and x not in found:
+                found.append(x)
+    if not found:
+        for k, v in (("GNU General Public License", "GPL"), ("GNU Lesser", "LGPL"), ("GNU Free Documentation", "GFDL"),
+                     ("Apache License", "Apache-2.0"), ("public domain", "public-domain"), ("BSD", "BSD"),
+                     ("MIT", "MIT"), ("Artistic", "Artistic"), ("Permission is hereby granted", "MIT-like"),
+                     ("Permission to use, copy, modify", "ISC/BSD-like")):
+            if k.lower() in t.lower() and v not in found:
+                found.append(v)
+    return ", ".join(found[:5]) + (", ..." if len(found) > 5 else "") if found else "unknown"
+
+
+def chunks(text, n):
+    """Split text into pieces of at most n characters, at line ends where possible."""
+    out, i = [], 0
+    while i < len(text):
+        j = min(len(text), i + n)
+        if j < len(text):
+            k = text.rfind("\n", i + n // 2, j)
+            j = k + 1 if k > 0 else j
+        out.append(text[i:j])
+        i = j
+    return out
+
+
+def package_docs(deb, rng, cap=None, paths=None, name=None):
+    """Text files of a .deb: [(path, text)], at most `cap` bytes (PER_PACKAGE); files longer than
+    MAX_FILE are cut into MAX_FILE pieces (gzip and dictzip members decompressed); `paths` a
+    regex on the path inside the package.  Returns (docs, licence)."""
+    cap = cap or PER_PACKAGE
     with tempfile.TemporaryDirectory() as d:
         subprocess.run(["dpkg-deb", "-x", deb, d], check=True)
         files = []
@@ -68,25 +149,34 @@ def package_docs(deb, rng):
                 files.append(p)
         files.sort()
         rng.shuffle(files)
+        lic = licence(d, name) if name else "unknown"
         out, total = [], 0
         for p in files:
-            if os.path.basename(p) == "tarfile.py":
+            rel = os.path.relpath(p, d)
+            if os.path.basename(p) in ("tarfile.py", "copyright") or (paths and not re.search(paths, rel)):
                 continue
             try:
-                b = open(p, "rb").read(MAX_FILE * 4)
-                rel = os.path.relpath(p, d)
-                if p.endswith(".gz"):
-                    b = gzip.decompress(b)
+                if p.endswith((".gz", ".dz")):
+                    with gzip.open(p, "rb") as g:
+                        b = g.read(cap + MAX_FILE)
+                    rel = rel[:-3]
+                else:
+                    b = open(p, "rb").read(cap + MAX_FILE)
             except Exception:
                 continue
-            b = b[:MAX_FILE]
-            if len(b) < 200 or not is_text(b):
+            if len(b) < 200 or not is_text(b[:MAX_FILE]):
                 continue
-            out.append((rel[:-3] if p.endswith(".gz") else rel, b.decode("utf-8")))
-            total += len(b)
-            if total >= PER_PACKAGE:
+            t = b.decode("utf-8", "ignore")
+            for k, piece in enumerate(chunks(t, MAX_FILE)):
+                if len(piece) < 200:
+                    continue
+                out.append((rel if k == 0 else f"{rel}#{k}", piece))
+                total += len(piece)
+                if total >= cap:
+                    break
+            if total >= cap:
                 break
-        return out
+        return out, lic
 
 
 def synth_traffic(rng, budget):
@@ -167,48 +257,90 @@ def crate_sources(rng):
     return docs, sorted(used)
 
 
+OLD_CLASS = {**{p_: "docs" for p_ in PACKAGES[:11]}, **{p_: "html" for p_ in PACKAGES[37:43]}}
+
+
+def devset_packages():
+    """Packages of the development set (training/devset/SOURCES.txt, second column: 'name version')."""
+    if not os.path.exists(DEVSET):
+        return set()
+    out = set()
+    for line in open(DEVSET):
+        if line.startswith("#") or "\t" not in line:
+            continue
+        for part in line.split("\t")[1].split(","):
+            w = part.split()
+            if w and w[0] != "-":
+                out.add(w[0])
+    return out
+
+
 def main():
     os.makedirs(DATA, exist_ok=True)
     rng = random.Random(1234)
     debdir = os.path.join(DATA, "debs")
     os.makedirs(debdir, exist_ok=True)
-    assert not EXCLUDED & set(PACKAGES)
+    extra = [p_ for ps in EXTRA.values() for p_ in ps]
+    excluded = EXCLUDED | devset_packages()
+    assert not excluded & set(PACKAGES + extra), excluded & set(PACKAGES + extra)
     have = {f.split("_")[0] for f in os.listdir(debdir) if f.endswith(".deb")}
-    for pkg in PACKAGES:  # one at a time: a package the mirror lacks is skipped, not fatal
+    for pkg in PACKAGES + extra:  # one at a time: a package the mirror lacks is skipped, not fatal
         if pkg not in have and subprocess.run(["apt-get", "download", pkg], cwd=debdir).returncode != 0:
             print(f"skipped {pkg}: apt-get download failed", flush=True)
-    docs, manifest, served = [], [], []
+    docs, manifest, served, by_class, classes = [], [], [], {}, []
+
+    def add(cls, name, ver, lic, what, ds):
+        n = sum(map(len, ds))
+        by_class[cls] = by_class.get(cls, 0) + n
+        manifest.append(f"{name}\t{ver}\t{lic}\t{cls}\t{what}\t{n} bytes")
+        print(manifest[-1], flush=True)
+        docs.extend(ds)
+        classes.extend([cls] * len(ds))
+
     for f in sorted(os.listdir(debdir)):
         if not f.endswith(".deb"):
             continue
         p = os.path.join(debdir, f)
         name = subprocess.run(["dpkg-deb", "-f", p, "Package"], capture_output=True, text=True).stdout.strip()
         ver = subprocess.run(["dpkg-deb", "-f", p, "Version"], capture_output=True, text=True).stdout.strip()
-        if name in EXCLUDED:
+        if name in excluded or name not in set(PACKAGES + extra):
             continue
-        d = package_docs(p, rng)
-        n = sum(len(x) for _, x in d)
-        manifest.append(f"{name}\t{ver}\t{len(d)} files\t{n} bytes")
-        print(manifest[-1], flush=True)
-        docs += [x for _, x in d]
+        d, lic = package_docs(p, rng, EXTRA_CAP.get(name), EXTRA_PATHS.get(name), name)
+        add(CLASS_OF.get(name) or OLD_CLASS.get(name, "code"), name, ver, lic, f"{len(d)} files", [x for _, x in d])
         served += [(f"{name}/{rel}", x) for rel, x in d if len(x) <= traffic.MAX_SERVED]
     c, used = crate_sources(rng)
-    manifest += used
-    manifest.append(f"(crates.io sources above, from Cargo.lock)\t-\t{len(c)} files\t{sum(map(len, c))} bytes")
-    print(manifest[-1], flush=True)
+    for u in used:
+        n_, v_, _, b_ = u.split("\t")
+        manifest.append(f"{n_}\t{v_}\t(crates.io: see its Cargo.toml)\tcode\t-\t{b_}")
+    by_class["code"] = by_class.get("code", 0) + sum(map(len, c))
+    classes.extend(["code"] * len(c))
+    manifest.append(f"(crates.io sources above, from Cargo.lock)\t-\t-\tcode\t{len(c)} files\t{sum(map(len, c))} bytes")
     docs += c
     t = traffic.nginx_traffic(served, random.Random(99), TRAFFIC)
-    manifest.append(f"(nginx {traffic.nginx_version()}: HTTP/1.1 exchanges + access/error logs, traffic.py)\t-\t{len(t)} docs\t{sum(map(len, t))} bytes")
-    print(manifest[-1], flush=True)
-    docs += t
+    add("protocol+logs", f"(nginx {traffic.nginx_version()}: HTTP/1.1 exchanges + access/error logs, traffic.py)", "-",
+        "generated here", f"{len(t)} docs", t)
     s = synth_traffic(rng, SYNTH)
-    manifest.append(f"(synthetic traffic: HTTP exchanges, access logs, syslog, JSON)\t-\t{len(s)} docs\t{sum(map(len, s))} bytes")
-    docs += s
-    rng.shuffle(docs)
+    add("protocol+logs", "(synthetic traffic: HTTP exchanges, access logs, syslog, JSON)", "-", "generated here",
+        f"{len(s)} docs", s)
+    prose = [x for x in docs if "\n\n" in x[:2000] and x.count("<") < len(x) / 200][:4000]
+    for what, cls, ds in corpus_extra.generated(random.Random(7), prose, served):
+        add(cls, what, "-", "generated here", f"{len(ds)} docs", ds)
+    u = corpus_extra.url_lists(random.Random(11), docs, URLS)
+    add("urls", "(URL lists: every http(s) URL in the text above, deduplicated, shuffled; corpus_extra.py)", "-",
+        "from the sources above", f"{len(u)} docs", u)
+    order = list(range(len(docs)))
+    rng.shuffle(order)
+    docs = [docs[i] for i in order]
     with open(os.path.join(DATA, "corpus.txt"), "w") as fh:
         fh.write(EOT.join(docs))
+    with open(os.path.join(DATA, "doc_classes.txt"), "w") as fh:  # one line per document of corpus.txt
+        fh.write("".join(classes[i] + "\n" for i in order))
+    with open(os.path.join(DATA, "classes.tsv"), "w") as fh:
+        fh.write("".join(f"{k}\t{v}\n" for k, v in sorted(by_class.items())))
     with open(os.path.join(HERE, "packages.txt"), "w") as fh:
-        fh.write("# package\tversion\tfiles\ttext bytes (Debian bookworm, apt-get download)\n" + "\n".join(manifest) + "\n")
+        fh.write("# package\tversion\tlicence (its copyright file)\tclass\tfiles\ttext bytes "
+                 "(Debian bookworm main, apt-get download; crates.io; programs run here)\n" + "\n".join(manifest) + "\n")
+    print("classes", by_class)
     print("corpus bytes", os.path.getsize(os.path.join(DATA, "corpus.txt")))
 
 

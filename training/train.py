@@ -2,9 +2,17 @@
 """Train the small llama-style causal LM on training/data/tokens.bin (GPU, bf16 autocast;
 or CPU, fp32, --threads N torch threads: see training/README.md "CPU training").
 
-Architecture (names of the saved tensors follow GGUF/llama.cpp so tools/npz2onnx.py can
-build the project's ONNX graph): RMSNorm, RoPE (HF rotate_half, base 10000), MHA,
-SwiGLU, tied embedding / lm head.  Training stops after --minutes; the LR schedule is a
+Architecture, --arch transformer (default; names of the saved tensors follow GGUF/llama.cpp so
+tools/npz2onnx.py can build the project's ONNX graph): RMSNorm, RoPE (HF rotate_half, base
+10000), MHA, SwiGLU, tied embedding / lm head.
+
+--arch mingru: a recurrent model with a constant-size state per lane (tools/npz2state.py exports
+it to the `state` ONNX contract).  Each layer: u = RMSNorm(x); token shift
+um = u + mix * (u_prev - u) (per-channel mix, RWKV-style); minGRU (Feng et al. 2024) on um:
+z = sigmoid(um Wz), c = g(um Wc) with g(v) = v + 0.5 (v >= 0), sigmoid(v) (v < 0),
+h = (1 - z) * h_prev + z * c (width --hidden); x += h Wo; then a SwiGLU FFN.  Trained in
+parallel over the sequence with the log-space scan (logcumsumexp), run one token at a time at
+inference; state per layer: u_prev [dim] and h [hidden].  Training stops after --minutes; the LR schedule is a
 function of elapsed time.  Writes OUT/weights.npz (fp32, best validation loss) and OUT/train.log.
 """
 import argparse, math, os, sys, time, json
@@ -25,6 +33,8 @@ ap.add_argument("--dim", type=int, default=256)
 ap.add_argument("--layers", type=int, default=6)
 ap.add_argument("--heads", type=int, default=4)
 ap.add_argument("--ffn", type=int, default=640)
+ap.add_argument("--arch", choices=["transformer", "mingru"], default="transformer")
+ap.add_argument("--hidden", type=int, default=None, help="mingru: recurrent state width (default --dim)")
 ap.add_argument("--ctx", type=int, default=512)
 ap.add_argument("--batch", type=int, default=None, help="sequences per step (default 128 on GPU, 16 on CPU)")
 ap.add_argument("--lr", type=float, default=2e-3)
@@ -64,6 +74,8 @@ val_t = torch.from_numpy(val.astype(np.int64)).to(dev)
 log(f"device {dev} torch {torch.__version__} threads {torch.get_num_threads()} train tokens {len(train)} val tokens {len(val)} args {vars(args)}")
 
 HD = args.dim // args.heads
+if args.hidden is None:
+    args.hidden = args.dim
 
 
 def rope_tables(T):
@@ -124,15 +136,44 @@ class Block(nn.Module):
         return x + self.down(F.silu(self.gate(h)) * self.up(h))
 
 
+def log_g(v):  # log of minGRU's positive candidate g(v)
+    return torch.where(v >= 0, torch.log(F.relu(v) + 0.5), -F.softplus(-v))
+
+
+class RecBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        d, hd = args.dim, args.hidden
+        self.attn_norm, self.ffn_norm = RMSNorm(d), RMSNorm(d)
+        self.mix = nn.Parameter(torch.full((d,), 0.5))
+        self.zc = nn.Linear(d, 2 * hd, bias=False)  # rows 0..hd: gate z, hd..2hd: candidate
+        self.o = nn.Linear(hd, d, bias=False)
+        self.gate, self.up = nn.Linear(d, args.ffn, bias=False), nn.Linear(d, args.ffn, bias=False)
+        self.down = nn.Linear(args.ffn, d, bias=False)
+
+    def forward(self, x):
+        u = self.attn_norm(x)
+        prev = F.pad(u, (0, 0, 1, 0))[:, :-1]  # u of the previous token, zero before the first
+        um = u + self.mix * (prev - u)
+        k, c = self.zc(um).float().chunk(2, -1)
+        log_a = -F.softplus(k)  # log(1 - z)
+        log_b = -F.softplus(-k) + log_g(c)  # log(z * g(c))
+        a_star = torch.cumsum(log_a, 1)
+        h = torch.exp(a_star + torch.logcumsumexp(log_b - a_star, 1))  # h_t = (1-z_t) h_{t-1} + z_t g(c_t), h_0 = 0
+        x = x + self.o(h.to(x.dtype))
+        hn = self.ffn_norm(x)
+        return x + self.down(F.silu(self.gate(hn)) * self.up(hn))
+
+
 class LM(nn.Module):
     def __init__(self):
         super().__init__()
         self.emb = nn.Embedding(args.vocab, args.dim)
-        self.blocks = nn.ModuleList(Block() for _ in range(args.layers))
+        self.blocks = nn.ModuleList((RecBlock() if args.arch == "mingru" else Block()) for _ in range(args.layers))
         self.norm = RMSNorm(args.dim)
         nn.init.normal_(self.emb.weight, std=0.02)
         for b in self.blocks:
-            for m in (b.q, b.k, b.v, b.gate, b.up):
+            for m in ((b.zc, b.gate, b.up) if args.arch == "mingru" else (b.q, b.k, b.v, b.gate, b.up)):
                 nn.init.normal_(m.weight, std=0.02)
             for m in (b.o, b.down):
                 nn.init.normal_(m.weight, std=0.02 / math.sqrt(2 * args.layers))
@@ -152,6 +193,12 @@ def named_weights(m):
     W = {"token_embd.weight": m.emb.weight, "output_norm.weight": m.norm.weight}
     for i, b in enumerate(m.blocks):
         p = f"blk.{i}."
+        if args.arch == "mingru":
+            W.update({p + "attn_norm.weight": b.attn_norm.weight, p + "ffn_norm.weight": b.ffn_norm.weight,
+                      p + "rec_mix": b.mix, p + "rec_zc.weight": b.zc.weight, p + "rec_out.weight": b.o.weight,
+                      p + "ffn_gate.weight": b.gate.weight, p + "ffn_up.weight": b.up.weight,
+                      p + "ffn_down.weight": b.down.weight})
+            continue
         W.update({p + "attn_norm.weight": b.attn_norm.weight, p + "ffn_norm.weight": b.ffn_norm.weight,
                   p + "attn_q.weight": b.q.weight, p + "attn_k.weight": b.k.weight, p + "attn_v.weight": b.v.weight,
                   p + "attn_output.weight": b.o.weight, p + "ffn_gate.weight": b.gate.weight,
@@ -196,18 +243,29 @@ def evaluate():
     return tot / n
 
 
+CHECK_IDS = val_t[:64][None, :]
+
+
 def save(path):
     W = {k: v.detach().float().cpu().numpy() for k, v in named_weights(model).items()}
+    with torch.no_grad():  # the exporters compare their graph's logits with these
+        was = model.training; model.eval()
+        W["check.ids"] = CHECK_IDS.cpu().numpy(); W["check.logits"] = model(CHECK_IDS).float().cpu().numpy()
+        model.train(was)
     # two files (the device returns files of at most 16 MiB each): blocks of the first half + embedding/norm, rest
     half = args.layers // 2
     first = lambda k: not k.startswith("blk.") or int(k.split(".")[1]) < half
+    if args.layers == 1:
+        first = lambda k: True
     for suffix, keep in (("a", first), ("b", lambda k: not first(k))):
         np.savez(path + ".tmp.npz", **{k: v for k, v in W.items() if keep(k)})
         os.replace(path + ".tmp.npz", path.replace(".npz", f"_{suffix}.npz"))
 
 
 hp = dict(vocab=args.vocab, dim=args.dim, layers=args.layers, heads=args.heads, kv_heads=args.heads,
-          head_dim=HD, ffn=args.ffn, ctx=args.ctx, eps=1e-5, rope_base=10000.0, params=nparams)
+          head_dim=HD, ffn=args.ffn, ctx=args.ctx, eps=1e-5, rope_base=10000.0, params=nparams, arch=args.arch)
+if args.arch == "mingru":
+    hp.update(hidden=args.hidden, heads=0, kv_heads=0, head_dim=0, rope_base=0.0)
 json.dump(hp, open(os.path.join(args.out, "hparams.json"), "w"), indent=1)
 
 budget = args.minutes * 60

@@ -51,15 +51,38 @@ def main():
 
 def tokenize(tok, docs, data):
     n_val = max(1, len(docs) // 100)
+    lens = []  # tokens per document (its separator included), in corpus order
     for name, part in (("tokens.bin", docs[:-n_val]), ("val.bin", docs[-n_val:])):
-        ids = []
-        for enc in tok.encode_batch(part, add_special_tokens=False):
-            ids.append(0)
-            ids.extend(enc.ids)
-        a = np.array(ids, dtype=np.uint16)
+        chunks = []
+        for i in range(0, len(part), 1000):  # in chunks: a whole corpus's Encodings at once need tens of GB
+            for enc in tok.encode_batch(part[i:i + 1000], add_special_tokens=False):
+                chunks.append(np.array([0] + enc.ids, dtype=np.uint16))
+                lens.append(len(enc.ids) + 1)
+        a = np.concatenate(chunks)
         a.tofile(os.path.join(data, name))
         nb = sum(len(d.encode()) for d in part)
         print(name, len(a), "tokens", nb, "bytes", f"{nb / len(a):.2f} bytes/token")
+    per_class(docs, lens, data)
+
+
+def per_class(docs, lens, data):
+    """Bytes and tokens per class of the corpus (data/doc_classes.txt, written by build_corpus.py:
+    one class per document) -> data/classes_tokens.tsv."""
+    p = os.path.join(data, "doc_classes.txt")
+    if not os.path.exists(p):
+        return
+    cls = open(p).read().split("\n")[:len(docs)]
+    if len(cls) != len(docs):
+        print("doc_classes.txt does not match corpus.txt; no per-class counts")
+        return
+    tot = {}
+    for c, d, n in zip(cls, docs, lens):
+        b, t = tot.get(c, (0, 0))
+        tot[c] = (b + len(d.encode()), t + n)
+    with open(os.path.join(data, "classes_tokens.tsv"), "w") as f:
+        for c, (b, t) in sorted(tot.items()):
+            f.write(f"{c}\t{b}\t{t}\n")
+            print(f"class {c}: {b} bytes, {t} tokens, {b / t:.2f} bytes/token")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ Other model directories (e.g. CPU-trained points of the trade-off curve):
 reads DIR/model.onnx + DIR/tokenizer.json and writes DIR/manifest.toml.
 --contract gqa: DIR/model.onnx was rebuilt by tools/onnx2gqa.py (in-place KV buffer of
 --kv-len positions, default the model's context); the default is the past contract of
-tools/npz2onnx.py."""
+tools/npz2onnx.py.  --contract state: a recurrent model (train.py --arch mingru) exported by
+tools/npz2state.py (2 state tensors per layer); --context N sets its context_length (the
+codec's window; default the training sequence length)."""
 import hashlib, json, os, sys, tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,7 +19,8 @@ NAME = "default"
 argv = sys.argv[1:]
 CONTRACT = "past"
 KV_LEN = None
-for flag in ("--model-dir", "--hparams", "--name", "--contract", "--kv-len"):
+CONTEXT = None
+for flag in ("--model-dir", "--hparams", "--name", "--contract", "--kv-len", "--context"):
     if flag in argv:
         i = argv.index(flag)
         val = argv[i + 1]
@@ -30,6 +33,8 @@ for flag in ("--model-dir", "--hparams", "--name", "--contract", "--kv-len"):
             CONTRACT = val
         elif flag == "--kv-len":
             KV_LEN = int(val)
+        elif flag == "--context":
+            CONTEXT = int(val)
         else:
             NAME = val
 
@@ -45,7 +50,10 @@ def q(s):
 hp = json.load(open(HP))
 tok = json.load(open(os.path.join(MD, "tokenizer.json")))
 bos = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<|endoftext|>")
-DESC = (f"LLMPack {NAME}: {hp['params'] / 1e6:.1f}M-parameter llama-style byte-level-BPE LM ({hp['layers']} layers, "
+REC = hp.get("arch") == "mingru"
+DESC = (f"LLMPack {NAME}: {hp['params'] / 1e6:.1f}M-parameter recurrent byte-level-BPE LM ({hp['layers']} layers, "
+        f"d={hp['dim']}, minGRU state {hp['hidden']} + token shift, SwiGLU {hp['ffn']}, tied head), trained from scratch by "
+        f"training/train.py --arch mingru; fp32 ONNX, state contract") if REC else (f"LLMPack {NAME}: {hp['params'] / 1e6:.1f}M-parameter llama-style byte-level-BPE LM ({hp['layers']} layers, "
         f"d={hp['dim']}, {hp['heads']} heads, SwiGLU {hp['ffn']}, tied head), trained from scratch by "
         f"{'training/run.sh' if NAME == 'default' else 'training/train.py'}; fp32 ONNX")
 lines = [
@@ -54,13 +62,19 @@ lines = [
     f"name = {q(NAME)}",
     f"description = {q(DESC)}",
     'license = "MIT"',
-    f"training_data = {q('~133 MB: text from 50 Debian bookworm packages (docs, man pages, HTML manuals, C/C++ headers, Python/Perl/JS sources), crates.io sources of Cargo.lock, real nginx HTTP/1.1 exchanges and logs (training/traffic.py), ~4 MB synthetic HTTP/log/JSON; list in training/packages.txt; no compression benchmarks, no evaluation-sample or held-out packages')}",
+    f"training_data = {q(os.environ.get('TRAINING_DATA', '~133 MB: text from 50 Debian bookworm packages (docs, man pages, HTML manuals, C/C++ headers, Python/Perl/JS sources), crates.io sources of Cargo.lock, real nginx HTTP/1.1 exchanges and logs (training/traffic.py), ~4 MB synthetic HTTP/log/JSON; list in training/packages.txt; no compression benchmarks, no evaluation-sample or held-out packages'))}",
     f"vocab_size = {hp['vocab']}",
-    f"context_length = {hp['ctx']}",
+    f"context_length = {CONTEXT or hp['ctx']}",
     f"bos_token_id = {bos}",
     "",
     "[onnx]",
     'file = "model.onnx"',
+]
+if CONTRACT == "state":
+    lines += ['contract = "state"', 'input_ids = "input_ids"', 'logits = "logits"', 'state_in = "state.{i}"',
+              'state_out = "next_state.{i}"', f"states = {2 * hp['layers']}"]
+else:
+    lines += [
     f"layers = {hp['layers']}",
     f"kv_heads = {hp['kv_heads']}",
     f"head_dim = {hp['head_dim']}",
@@ -73,6 +87,8 @@ lines = [
     'logits = "logits"',
     'present_key = "present.{i}.key"',
     'present_value = "present.{i}.value"',
+    ]
+lines += [
     "",
     "[tokenizer]",
     'file = "tokenizer.json"',
