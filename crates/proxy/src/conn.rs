@@ -297,8 +297,10 @@ impl Coding {
     /// The goodput rule's decision for the next frame, from `pending`
     /// bytes (see [`llmpack_frame::policy`]).
     fn choose(&self, pending: usize, costs: &ConnCosts) -> Choice {
+        // A model frame's bytes are usable once this end has coded it and
+        // the peer has decoded it, at about the same speed: both count.
         let model = match (&self.sched, self.policy) {
-            (Some(s), Policy::Auto | Policy::Lm) => Some(s.secs_per_byte()),
+            (Some(s), Policy::Auto | Policy::Lm) => Some(2.0 * s.secs_per_byte()),
             _ => None,
         };
         let i = policy::Inputs {

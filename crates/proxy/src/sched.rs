@@ -181,6 +181,10 @@ impl Scheduler {
     }
 }
 
+/// How long the scheduler waits idle before it times a step again (at
+/// least; at most ~1 % of idle time goes to it).
+const RETIME_IDLE: Duration = Duration::from_secs(5);
+
 /// Input bytes per token assumed by the estimates (a byte-level BPE
 /// vocabulary of a few thousand tokens makes ~3 on text).
 const BYTES_PER_TOKEN: f64 = 3.0;
@@ -207,16 +211,20 @@ fn warm_up(predictor: &mut dyn Predictor, shared: &Shared) {
             return;
         }
     }
-    let t = Instant::now();
-    let steps = 16u32;
-    for i in 0..steps {
+    let mut times = Vec::with_capacity(16);
+    for i in 0..16u32 {
         let step = Request::Step { token: i % vocab };
+        let t = Instant::now();
         if predictor.predict(&[(lane, step)], &mut |_, _| {}).is_err() {
             predictor.release(lane);
             return;
         }
+        times.push(t.elapsed());
     }
-    let ns = u64::try_from(t.elapsed().as_nanos() / u128::from(steps)).unwrap_or(u64::MAX);
+    // The median: a step that another process slowed says little.
+    times.sort_unstable();
+    let ns = u64::try_from(times[times.len() / 2].as_nanos()).unwrap_or(u64::MAX);
+    tracing::debug!(step_us = ns / 1000, "model warm-up: one-lane step timed");
     shared.round_ns.store(ns.max(1), Ordering::Relaxed);
     predictor.release(lane);
 }
@@ -249,12 +257,23 @@ fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut batch: Vec<(LaneId, Request)> = Vec::new();
     let mut owner: Vec<usize> = Vec::new();
+    let mut retime = RETIME_IDLE;
     loop {
         // Take new commands: block only when there is nothing to do.
         let first = if jobs.is_empty() && waiting.is_empty() {
-            match rx.recv() {
+            // Idle: re-time a step now and then, so that an estimate made
+            // while the machine was busy (another model loading at start)
+            // does not keep the model out of every frame for good.
+            match rx.recv_timeout(retime) {
                 Ok(c) => Some(c),
-                Err(_) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let t = Instant::now();
+                    warm_up(&mut *predictor, shared);
+                    // At most ~1 % of the idle time.
+                    retime = RETIME_IDLE.max(t.elapsed() * 100);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         } else {
             None
@@ -305,11 +324,15 @@ fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared
         let took = t.elapsed();
         metrics::histogram!("llmpack_inference_seconds").record(took.as_secs_f64());
         metrics::histogram!("llmpack_batch_size").record(batch.len() as f64);
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let old = shared.round_ns.load(Ordering::Relaxed);
-        shared
-            .round_ns
-            .store(old - old / 8 + ns / 8, Ordering::Relaxed);
+        // Only rounds of one-token steps time a round: a prime runs a whole
+        // context in one call and would make every later estimate too slow.
+        if batch.iter().all(|(_, r)| matches!(r, Request::Step { .. })) {
+            let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+            let old = shared.round_ns.load(Ordering::Relaxed);
+            shared
+                .round_ns
+                .store(old - old / 8 + ns / 8, Ordering::Relaxed);
+        }
         if let Err(e) = result {
             tracing::error!(error = %e, lanes = batch.len(), "model call failed");
             // Every job in `jobs` asked in this round.
