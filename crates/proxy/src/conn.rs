@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::fec_link::{Attached, FecRx, FecTx, ITEM_PAYLOAD, KIND_END, KIND_MSGS};
-use crate::load::{ConnCosts, LinkLoad};
+use crate::load::{ConnCosts, InFlight, LinkLoad};
 use crate::sched::{SchedError, Scheduler, Work};
 
 /// QUIC application error code for a stream reset by LLMPack.
@@ -320,13 +320,13 @@ impl Coding {
     }
 
     /// Counts a sent frame toward the link's queue, the measured costs and
-    /// the model's metrics.
-    fn account(&self, costs: &mut ConnCosts, f: &EncodedFrame, tried_model: bool) {
+    /// the model's metrics; returns its wire bytes.
+    fn account(&self, costs: &mut ConnCosts, f: &EncodedFrame, tried_model: bool) -> u64 {
         let wire = f.wire_len() + 1;
         let input = f.header.orig_len as usize;
         self.link.wrote(wire as u64);
         if self.sched.is_none() {
-            return;
+            return wire as u64;
         }
         let lm = f.header.codec == llmpack_frame::Codec::Lm;
         if lm {
@@ -341,6 +341,7 @@ impl Coding {
             self.metrics.model_bytes.increment(input as u64);
         }
         costs.record(&self.link, tried_model, input, wire);
+        wire as u64
     }
 
     fn count_frame(&self, dir: Dir, f: &FrameHeader) {
@@ -587,6 +588,8 @@ struct Outbound<'a> {
     coding: &'a Coding,
     /// Wire cost per input byte this connection's frames got, per kind.
     costs: ConnCosts,
+    /// Wire bytes of the frames the peer has not acknowledged, on the link.
+    in_flight: InFlight,
     enc: Option<Box<StreamEncoder>>,
     out: mpsc::Sender<Msg>,
     proto: Sending,
@@ -602,8 +605,9 @@ impl Outbound<'_> {
         tried_model: bool,
     ) -> Result<(), ConnError> {
         self.coding.count_frame(Dir::Out, &f.header);
-        self.coding.account(&mut self.costs, &f, tried_model);
-        self.proto.sent(data);
+        let wire = self.coding.account(&mut self.costs, &f, tried_model);
+        let seq = self.proto.sent(data);
+        self.in_flight.sent(seq, wire);
         self.msg(Msg::Frame {
             header: f.header,
             payload: f.payload,
@@ -669,6 +673,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
         coding,
         enc: Some(coding.encoder(&coding.primer)),
         costs: ConnCosts::default(),
+        in_flight: InFlight::new(coding.link.clone()),
         out,
         proto: Sending::new(),
     };
@@ -745,7 +750,10 @@ async fn encode_pump<R: AsyncRead + Unpin>(
         };
         tokio::select! {
             c = ctl.recv() => match c {
-                Some(Ctl::Ack(seq)) => o.proto.on_ack(seq)?,
+                Some(Ctl::Ack(seq)) => {
+                    o.proto.on_ack(seq)?;
+                    o.in_flight.acked(seq);
+                }
                 Some(Ctl::Resend(seq)) => {
                     if in_flight.is_some() {
                         deferred_resend = Some(seq);

@@ -18,6 +18,8 @@ pub struct LinkLoad {
     rate: AtomicU64,
     /// Wire bytes this end's connections handed to the link.
     written: AtomicU64,
+    /// Of those, bytes the peer acknowledged (or whose connection ended).
+    acked: AtomicU64,
     /// Payload bytes the link had sent at the last sample.
     sent: AtomicU64,
     /// When that sample was taken, nanoseconds since `epoch`.
@@ -25,10 +27,7 @@ pub struct LinkLoad {
     /// Queueing delay in the network at the last sample (smoothed RTT
     /// minus the smallest RTT seen), microseconds.
     standing_us: AtomicU64,
-    /// When a connection last wrote, nanoseconds since `epoch`.
-    last_write: AtomicU64,
-    /// Smoothed RTT at the last sample, microseconds.
-    rtt_us: AtomicU64,
+
     epoch: Instant,
     /// Wire bytes per input byte: model frames and model-free frames, as
     /// moving averages over the link's connections (f64 bits; 0: none yet).
@@ -41,11 +40,11 @@ impl Default for LinkLoad {
         LinkLoad {
             rate: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             sampled: AtomicU64::new(0),
             standing_us: AtomicU64::new(0),
-            last_write: AtomicU64::new(0),
-            rtt_us: AtomicU64::new(0),
+
             epoch: Instant::now(),
             lm_cost: AtomicU64::new(0),
             free_cost: AtomicU64::new(0),
@@ -67,7 +66,12 @@ impl LinkLoad {
     /// Counts `n` wire bytes handed to the link.
     pub fn wrote(&self, n: u64) {
         self.written.fetch_add(n, Ordering::Relaxed);
-        self.last_write.store(self.now_ns(), Ordering::Relaxed);
+    }
+
+    /// Counts `n` written bytes as acknowledged by the peer (or dropped
+    /// with their connection).
+    pub fn acked(&self, n: u64) {
+        self.acked.fetch_add(n, Ordering::Relaxed);
     }
 
     fn now_ns(&self) -> u64 {
@@ -75,26 +79,25 @@ impl LinkLoad {
     }
 
     /// Seconds the link stays busy with what is already queued for it:
-    /// the bytes not sent yet at its rate, plus the queueing delay the
-    /// network showed (smoothed RTT over the smallest RTT) while this end
-    /// has written within the last RTT (bytes in a bottleneck queue past
-    /// the sender count as sent; that delay is what they still take).
+    /// the bytes not sent yet at its rate, plus, for bytes sent and not
+    /// acknowledged yet, the queueing delay the network shows (smoothed RTT
+    /// over the smallest RTT), at most what those bytes take at the rate
+    /// (bytes in a bottleneck queue past the sender count as sent; the
+    /// delay is what they still take, and a stale RTT after the link went
+    /// quiet counts nothing).
     pub fn busy_secs(&self) -> f64 {
         let rate = self.rate();
         if rate == 0 {
             return 0.0;
         }
-        let unsent = self.queued() as f64 / rate as f64;
-        let rtt_ns = self.rtt_us.load(Ordering::Relaxed).saturating_mul(1000);
-        let quiet = self
-            .now_ns()
-            .saturating_sub(self.last_write.load(Ordering::Relaxed));
-        let standing = if quiet <= rtt_ns {
-            self.standing_us.load(Ordering::Relaxed) as f64 * 1e-6
-        } else {
-            0.0
-        };
-        unsent + standing
+        let unsent = self.queued();
+        let unacked = self
+            .written
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.acked.load(Ordering::Relaxed));
+        let in_network = unacked.saturating_sub(unsent) as f64 / rate as f64;
+        let standing = self.standing_us.load(Ordering::Relaxed) as f64 * 1e-6;
+        unsent as f64 / rate as f64 + standing.min(in_network)
     }
 
     /// Bytes handed to the link and not sent yet: what was written minus
@@ -104,9 +107,7 @@ impl LinkLoad {
     pub fn queued(&self) -> u64 {
         let written = self.written.load(Ordering::Relaxed);
         let sent = self.sent.load(Ordering::Relaxed);
-        let since = self
-            .epoch
-            .elapsed()
+        let since = Duration::from_nanos(self.now_ns())
             .saturating_sub(Duration::from_nanos(self.sampled.load(Ordering::Relaxed)));
         // Non-negative; saturates at u64::MAX on a float that large.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -121,7 +122,6 @@ impl LinkLoad {
         self.sent.store(payload, Ordering::Relaxed);
         self.sampled.store(self.now_ns(), Ordering::Relaxed);
         let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.rtt_us.store(us(rtt), Ordering::Relaxed);
         self.standing_us
             .store(us(rtt.saturating_sub(min_rtt)), Ordering::Relaxed);
     }
@@ -154,6 +154,49 @@ impl LinkLoad {
 fn load_cost(slot: &AtomicU64) -> Option<f64> {
     let c = f64::from_bits(slot.load(Ordering::Relaxed));
     (c > 0.0 && c.is_finite()).then_some(c)
+}
+
+/// A connection's frames on the link that the peer has not acknowledged
+/// (`seq`, wire bytes); what is left when the connection ends counts as
+/// acknowledged, so the link's count never keeps a dead connection's bytes.
+#[derive(Debug)]
+pub struct InFlight {
+    link: std::sync::Arc<LinkLoad>,
+    frames: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl InFlight {
+    /// None yet, on `link`.
+    pub fn new(link: std::sync::Arc<LinkLoad>) -> Self {
+        InFlight {
+            link,
+            frames: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Frame `seq` of `wire` bytes went to the link.
+    pub fn sent(&mut self, seq: u64, wire: u64) {
+        self.frames.push_back((seq, wire));
+    }
+
+    /// The peer acknowledged every frame up to `seq`.
+    pub fn acked(&mut self, seq: u64) {
+        let mut n = 0;
+        while let Some(&(s, w)) = self.frames.front() {
+            if s > seq {
+                break;
+            }
+            n += w;
+            self.frames.pop_front();
+        }
+        self.link.acked(n);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.link.acked(self.frames.iter().map(|&(_, w)| w).sum());
+    }
 }
 
 /// A connection's own wire costs per input byte (moving averages over its
@@ -243,17 +286,33 @@ mod tests {
     }
 
     #[test]
-    fn busy_counts_the_network_queue_only_while_this_end_writes() {
-        let l = LinkLoad::default();
+    fn busy_counts_the_network_queue_only_while_bytes_are_unacknowledged() {
+        let l = std::sync::Arc::new(LinkLoad::default());
         let ms = Duration::from_millis;
-        // 8 KB/s, 3 s of queueing delay on a 600 ms path, 8 KB unsent.
-        l.wrote(8_000);
-        l.sample(8_000, 0, ms(3600), ms(600));
+        let mut f = InFlight::new(l.clone());
+        // 8 KB/s, 3 s of queueing delay on a 600 ms path, 8 KB unsent and
+        // 32 KB sent but not acknowledged.
+        l.wrote(40_000);
+        f.sent(0, 32_000);
+        f.sent(1, 8_000);
+        l.sample(8_000, 32_000, ms(3600), ms(600));
         let busy = l.busy_secs();
         assert!((busy - 4.0).abs() < 0.01, "{busy}");
-        // Quiet for longer than an RTT: the smoothed RTT is stale.
-        l.sample(8_000, 8_000, ms(1), ms(1));
-        std::thread::sleep(ms(5));
+        // Few bytes left in the network: they bound the queueing delay.
+        f.acked(0);
+        l.sample(8_000, 40_000, ms(3600), ms(600));
+        let busy = l.busy_secs();
+        assert!((busy - 1.0).abs() < 0.01, "{busy}");
+        // All acknowledged: a stale RTT counts nothing.
+        f.acked(1);
+        assert_eq!(l.busy_secs(), 0.0);
+        // A connection that ends takes its bytes off the link.
+        let mut g = InFlight::new(l.clone());
+        l.wrote(5_000);
+        g.sent(0, 5_000);
+        l.sample(8_000, 45_000, ms(3600), ms(600));
+        assert!(l.busy_secs() > 0.6);
+        drop(g);
         assert_eq!(l.busy_secs(), 0.0);
     }
 
