@@ -22,7 +22,8 @@
 //! with, and the rest goes model-free (goodput `c_free⁻¹·L + M·(1 −
 //! c_lm/c_free)` for a model speed `M`, up to `L / c_lm`). On a fast or idle
 //! link the idle time costs more than the model saves, and frames go
-//! model-free: an interactive request never waits for the model there.
+//! model-free: an interactive request never waits for the model there. So
+//! do frames before the link's rate is measured.
 //!
 //! A model frame shorter than the bytes waiting is cut at `n`; the rest goes
 //! in the next frame (model-free, or the model again once it is free),
@@ -106,9 +107,13 @@ pub fn choose(i: &Inputs) -> Choice {
     let max_delay = i.max_delay.max(0.0);
     // How many bytes the model may take.
     let rate_known = i.link_rate > 0.0 && i.link_rate.is_finite();
-    let n_max = if i.forced || !rate_known {
-        // `lm`, or a link not measured yet: only the delay bound.
+    let n_max = if i.forced {
+        // `lm`: only the delay bound.
         budget(max_delay, s)
+    } else if !rate_known {
+        // A link not measured yet (its first moments): nothing says the
+        // model would not keep an idle link waiting.
+        return free;
     } else {
         let rate = i.link_rate;
         let t0 = (i.link_queue.max(0.0) / rate).max(0.0);
@@ -260,12 +265,13 @@ mod tests {
                 Choice::Model { bytes: 3200 },
             ),
             (
-                "rate unknown: only max_delay (today's first frames)",
+                "rate unknown (the link's first moments): model-free",
                 Inputs {
                     link_rate: 0.0,
+                    link_queue: 200_000.0,
                     ..base
                 },
-                Choice::Model { bytes: 3200 },
+                Choice::Free { bytes: 16 << 10 },
             ),
             (
                 "forced lm on a fast link: only max_delay",

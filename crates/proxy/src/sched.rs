@@ -105,7 +105,7 @@ impl Scheduler {
             .name("llmpack-infer".into())
             .spawn(move || {
                 let mut predictor = predictor;
-                warm_up(&mut *predictor, &s);
+                warm_up(&mut *predictor, &s, false);
                 run(predictor, rx, &s)
             })
             .expect("spawning the inference thread");
@@ -183,15 +183,16 @@ impl Scheduler {
 
 /// How long the scheduler waits idle before it times a step again (at
 /// least; at most ~1 % of idle time goes to it).
-const RETIME_IDLE: Duration = Duration::from_secs(5);
+const RETIME_IDLE: Duration = Duration::from_secs(60);
 
 /// Input bytes per token assumed by the estimates (a byte-level BPE
 /// vocabulary of a few thousand tokens makes ~3 on text).
 const BYTES_PER_TOKEN: f64 = 3.0;
 
 /// Times a few one-token steps on a scratch lane so the first estimates
-/// are measured, not guessed.
-fn warm_up(predictor: &mut dyn Predictor, shared: &Shared) {
+/// are measured, not guessed; `only_lower`: keep the current estimate if it
+/// is faster (an idle re-time).
+fn warm_up(predictor: &mut dyn Predictor, shared: &Shared, only_lower: bool) {
     let lane = LaneId::MAX - 1;
     let vocab = u32::try_from(predictor.vocab_size())
         .unwrap_or(u32::MAX)
@@ -225,6 +226,13 @@ fn warm_up(predictor: &mut dyn Predictor, shared: &Shared) {
     times.sort_unstable();
     let ns = u64::try_from(times[times.len() / 2].as_nanos()).unwrap_or(u64::MAX);
     tracing::debug!(step_us = ns / 1000, "model warm-up: one-lane step timed");
+    // An idle re-time only corrects an estimate that is too slow (taken
+    // while the machine was busy); real rounds move it either way.
+    let ns = if only_lower {
+        ns.min(shared.round_ns.load(Ordering::Relaxed))
+    } else {
+        ns
+    };
     shared.round_ns.store(ns.max(1), Ordering::Relaxed);
     predictor.release(lane);
 }
@@ -268,7 +276,7 @@ fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared
                 Ok(c) => Some(c),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let t = Instant::now();
-                    warm_up(&mut *predictor, shared);
+                    warm_up(&mut *predictor, shared, true);
                     // At most ~1 % of the idle time.
                     retime = RETIME_IDLE.max(t.elapsed() * 100);
                     continue;
