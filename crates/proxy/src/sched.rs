@@ -181,6 +181,11 @@ impl Scheduler {
     }
 }
 
+/// How long the scheduler waits idle, after its start, before it times a
+/// step again: the start's timing often competes with the other models and
+/// programs starting on the machine.
+const RETIME_FIRST: Duration = Duration::from_secs(10);
+
 /// How long the scheduler waits idle before it times a step again (at
 /// least; at most ~1 % of idle time goes to it).
 const RETIME_IDLE: Duration = Duration::from_secs(60);
@@ -265,7 +270,7 @@ fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut batch: Vec<(LaneId, Request)> = Vec::new();
     let mut owner: Vec<usize> = Vec::new();
-    let mut retime = RETIME_IDLE;
+    let mut retime = RETIME_FIRST;
     loop {
         // Take new commands: block only when there is nothing to do.
         let first = if jobs.is_empty() && waiting.is_empty() {
