@@ -11,25 +11,8 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_llmpack"))
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("llmpack-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("llmpack runs");
@@ -79,7 +62,7 @@ fn llmpack_model_dir() -> PathBuf {
 
 #[test]
 fn model_free_codecs_round_trip_and_binary_costs_only_headers() {
-    let dir = TempDir::new("modelfree");
+    let dir = TempDir::new("cli-modelfree");
     let mut data = text(200_000);
     let random = pseudo_random(300_000, 1);
     data.extend_from_slice(&random);
@@ -137,7 +120,7 @@ fn model_free_codecs_round_trip_and_binary_costs_only_headers() {
 
 #[test]
 fn empty_file_round_trips() {
-    let dir = TempDir::new("empty");
+    let dir = TempDir::new("cli-empty");
     let input = dir.path("empty");
     std::fs::write(&input, b"").unwrap();
     let packed = dir.path("empty.lmp");
@@ -169,7 +152,7 @@ fn assert_rejected(dir: &TempDir, packed: &[u8], extra: &[String], what: &str) {
 
 #[test]
 fn corrupt_truncated_and_hostile_files_are_rejected() {
-    let dir = TempDir::new("corrupt");
+    let dir = TempDir::new("cli-corrupt");
     let mut data = text(40_000);
     data.extend(pseudo_random(20_000, 2));
     let input = dir.path("in");
@@ -228,7 +211,7 @@ fn corrupt_truncated_and_hostile_files_are_rejected() {
 
 #[test]
 fn bad_arguments_give_clear_errors() {
-    let dir = TempDir::new("args");
+    let dir = TempDir::new("cli-args");
     let out = pack(&dir.path("missing"), &dir.path("x"), &["--codec", "zstd"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
@@ -251,7 +234,7 @@ fn bad_arguments_give_clear_errors() {
 
 #[test]
 fn lm_round_trip_and_wrong_model_refused() {
-    let dir = TempDir::new("lm");
+    let dir = TempDir::new("cli-lm");
     let mut data = b"Mixed input: text, then bytes \xff\x00\xc0 that are not UTF-8.\n".to_vec();
     data.extend(text(1500));
     data.extend(pseudo_random(3000, 3));
@@ -349,7 +332,7 @@ fn lm_round_trip_and_wrong_model_refused() {
 /// and names what is wrong with them.
 #[test]
 fn check_config_reads_the_key_and_certificate_files() {
-    let dir = TempDir::new("check-config");
+    let dir = TempDir::new("cli-check-config");
     let keys = dir.path("keys");
     let out = run(bin().arg("keygen").arg("--out").arg(&keys));
     assert!(
@@ -408,7 +391,7 @@ fn a_killed_and_restarted_receiver_is_back_within_seconds() {
     use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
     use std::time::{Duration, Instant};
 
-    let dir = TempDir::new("restart");
+    let dir = TempDir::new("cli-restart");
     let out = run(bin().arg("keygen").arg("--out").arg(dir.path("keys")));
     assert!(out.status.success());
     // An echo server.

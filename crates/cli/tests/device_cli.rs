@@ -5,7 +5,7 @@
 //! execution provider does work, the `cuda` and `auto` tests check the GPU's
 //! round trip instead of the error.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,25 +16,8 @@ const DEADLINE: Duration = Duration::from_secs(300);
 /// The warning `auto` gives once when it falls back to the CPU.
 const AUTO_WARNING: &str = "device \"auto\": CUDA is not usable here, running the model on the CPU";
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("llmpack-device-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 /// Runs `llmpack args...` to the end or [`DEADLINE`], and checks it did not
 /// panic.
@@ -140,7 +123,7 @@ fn assert_clear_cuda_error(out: &Output, what: &str) {
 
 #[test]
 fn cuda_fails_with_one_clear_error_where_it_cannot_work() {
-    let dir = TempDir::new("cuda");
+    let dir = TempDir::new("device-cuda");
     let input = dir.path("in.txt");
     let data = text(3000);
     std::fs::write(&input, &data).unwrap();
@@ -208,7 +191,7 @@ fn cuda_fails_with_one_clear_error_where_it_cannot_work() {
 
 #[test]
 fn auto_warns_once_and_round_trips_exactly() {
-    let dir = TempDir::new("auto");
+    let dir = TempDir::new("device-auto");
     let input = dir.path("in.txt");
     let data = text(5000);
     std::fs::write(&input, &data).unwrap();
@@ -265,7 +248,7 @@ fn auto_warns_once_and_round_trips_exactly() {
 
 #[test]
 fn cpu_is_the_default_and_unchanged() {
-    let dir = TempDir::new("cpu");
+    let dir = TempDir::new("device-cpu");
     let input = dir.path("in.txt");
     let data = text(4000);
     std::fs::write(&input, &data).unwrap();
