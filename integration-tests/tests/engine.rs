@@ -188,13 +188,15 @@ fn frames_decode_in_another_composition(path: &Path, inputs: [Vec<u8>; 3]) {
             let mut batch = Vec::new();
             let mut owners = Vec::new();
             for (k, d) in refs.iter_mut().enumerate() {
-                if let Some(r) = d.poll_request() {
-                    batch.push((d.lane().unwrap(), r));
+                d.poll_requests(&mut |lane, r| {
+                    batch.push((lane, r));
                     owners.push(k);
-                }
+                });
             }
-            p.predict(&batch, &mut |i, l| refs[owners[i]].handle_prediction(l))
-                .unwrap();
+            p.predict(&batch, &mut |i, l| {
+                refs[owners[i]].handle_prediction(batch[i].0, l);
+            })
+            .unwrap();
         }
     }
     decs[3].push(frames[0].header, frames[0].payload.clone());

@@ -37,14 +37,80 @@ pub enum DecodeError {
     Model(String),
 }
 
+/// One segment of a frame being decoded, on one lane (see [`crate::segments`]).
+#[derive(Debug)]
+struct Segment {
+    rc: DefaultRangeDecoder,
+    /// Its tokens, and how many are decoded.
+    tokens: u32,
+    done: u32,
+    out: Vec<u8>,
+    /// The previous token was the escape token.
+    escaped: bool,
+}
+
 #[derive(Debug)]
 struct LmJob {
     header: FrameHeader,
-    rc: DefaultRangeDecoder,
-    out: Vec<u8>,
-    done: u32,
-    /// The previous token was the escape token.
-    escaped: bool,
+    /// Segment `j` decodes on lane `j`.
+    segments: Vec<Segment>,
+    /// Bytes decoded, all segments together.
+    out_len: usize,
+}
+
+/// Decodes a segment's next token with its lane's table, feeds it to the
+/// lane and returns its bytes (none for an escape token).
+fn decode_token<'v>(
+    vocab: &'v dyn Vocabulary,
+    seg: &mut Segment,
+    lane: &mut LmLane,
+) -> Result<TokenBytes<'v>, DecodeError> {
+    let (rc, table) = (&mut seg.rc, &lane.table);
+    let t = crate::lane::timed(
+        &mut lane.profile,
+        |p| &mut p.coder,
+        || rc.decode_symbol(table),
+    )
+    .map_err(|_| DecodeError::Corrupt("range decoder ran off its data".into()))?;
+    let id = u32::try_from(t).unwrap_or(u32::MAX);
+    let bytes = if seg.escaped {
+        seg.escaped = false;
+        vocab.escaped_byte(id).map(TokenBytes::Byte)
+    } else if vocab.escape_token() == Some(id) {
+        seg.escaped = true;
+        Some(TokenBytes::Slice(&[]))
+    } else {
+        vocab.token_bytes(id).map(TokenBytes::Slice)
+    };
+    let bytes =
+        bytes.ok_or_else(|| DecodeError::Corrupt(format!("decoded token {t} has no bytes")))?;
+    lane.feed(id);
+    seg.done += 1;
+    Ok(bytes)
+}
+
+/// What one decoded token stands for.
+enum TokenBytes<'v> {
+    Slice(&'v [u8]),
+    Byte(u8),
+}
+
+impl TokenBytes<'_> {
+    fn len(&self) -> usize {
+        match self {
+            TokenBytes::Slice(s) => s.len(),
+            TokenBytes::Byte(_) => 1,
+        }
+    }
+}
+
+impl AsRef<[u8]> for TokenBytes<'_> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            TokenBytes::Slice(s) => s,
+            TokenBytes::Byte(b) => std::slice::from_ref(b),
+        }
+    }
 }
 
 /// Decodes one direction of a stream, frame by frame; the mirror of
@@ -52,7 +118,10 @@ struct LmJob {
 #[derive(Debug)]
 pub struct StreamDecoder {
     vocab: Arc<dyn Vocabulary>,
-    lane: Option<LmLane>,
+    /// The model lanes: none without a model, else `cfg.lanes` of them.
+    lanes: Vec<LmLane>,
+    /// Whether `lm` payloads carry a segment table (`cfg.lanes > 1`).
+    segmented: bool,
     history: History,
     job: Option<LmJob>,
     ready: Option<Result<Vec<u8>, DecodeError>>,
@@ -63,10 +132,11 @@ impl StreamDecoder {
     /// A decoder for lane `id`; `cfg.lm` and `cfg.zstd_history` and `primer`
     /// must equal the encoder's.
     pub fn new(id: LaneId, cfg: &StreamConfig, vocab: Arc<dyn Vocabulary>, primer: &[u8]) -> Self {
-        let lane = crate::lane::new_lane(id, cfg.lm, &*vocab, primer);
+        let lanes = crate::lane::new_lanes(id, cfg.lm, cfg.lanes, &*vocab, primer);
         StreamDecoder {
             vocab,
-            lane,
+            lanes,
+            segmented: cfg.lanes > 1,
             history: History::new(cfg.zstd_history),
             job: None,
             ready: None,
@@ -82,22 +152,19 @@ impl StreamDecoder {
     /// Counts so far.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
-        s.model_requests = self.lane.as_ref().map_or(0, |l| l.requests);
+        s.model_requests = self.lanes.iter().map(|l| l.requests).sum();
         s
     }
 
-    /// The lane id the model knows this decoder by (if it has a model).
-    pub fn lane(&self) -> Option<LaneId> {
-        self.lane.as_ref().map(LmLane::id)
+    /// The lane ids the model knows this decoder by (none without a model).
+    pub fn lanes(&self) -> impl Iterator<Item = LaneId> + '_ {
+        self.lanes.iter().map(LmLane::id)
     }
 
-    /// The lane, if it ever asked the model for anything: the only lanes a
+    /// The lanes that ever asked the model for anything: the only lanes a
     /// predictor holds state for, and so the only ones worth releasing.
-    pub fn used_lane(&self) -> Option<LaneId> {
-        self.lane
-            .as_ref()
-            .filter(|l| l.requests > 0)
-            .map(LmLane::id)
+    pub fn used_lanes(&self) -> Vec<LaneId> {
+        crate::lane::used(&self.lanes)
     }
 
     /// Starts decoding one frame whose header was already validated by
@@ -120,7 +187,7 @@ impl StreamDecoder {
         }
         // An `lm` frame needs the model even when it claims no tokens (a
         // peer's header can say anything).
-        if (header.tokens > 0 || header.codec == Codec::Lm) && self.lane.is_none() {
+        if (header.tokens > 0 || header.codec == Codec::Lm) && self.lanes.is_empty() {
             return Err(DecodeError::NeedsModel);
         }
         let orig_len = header.orig_len as usize;
@@ -136,24 +203,43 @@ impl StreamDecoder {
                 self.finish(header, data)
             }
             Codec::Lm => {
-                if !payload.len().is_multiple_of(4) {
-                    return Err(DecodeError::Corrupt(format!(
-                        "lm payload of {} bytes is not whole 32-bit words",
-                        payload.len()
-                    )));
+                let parts = if self.segmented {
+                    let lanes = u8::try_from(self.lanes.len()).unwrap_or(u8::MAX);
+                    crate::segments::Table::decode(&payload, header.tokens, lanes)
+                        .map_err(DecodeError::Corrupt)?
+                        .segments
+                } else {
+                    if !payload.len().is_multiple_of(4) {
+                        return Err(DecodeError::Corrupt(format!(
+                            "lm payload of {} bytes is not whole 32-bit words",
+                            payload.len()
+                        )));
+                    }
+                    let words = payload
+                        .chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    vec![(header.tokens, words)]
+                };
+                let mut segments = Vec::with_capacity(parts.len());
+                for (tokens, words) in parts {
+                    let rc = DefaultRangeDecoder::from_compressed(words)
+                        .map_err(|_| DecodeError::Corrupt("empty lm payload".into()))?;
+                    segments.push(Segment {
+                        rc,
+                        tokens,
+                        done: 0,
+                        out: Vec::new(),
+                        escaped: false,
+                    });
                 }
-                let words: Vec<u32> = payload
-                    .chunks_exact(4)
-                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                let rc = DefaultRangeDecoder::from_compressed(words)
-                    .map_err(|_| DecodeError::Corrupt("empty lm payload".into()))?;
+                if let Some(first) = segments.first_mut() {
+                    first.out.reserve(orig_len);
+                }
                 self.job = Some(LmJob {
                     header,
-                    rc,
-                    out: Vec::with_capacity(orig_len),
-                    done: 0,
-                    escaped: false,
+                    segments,
+                    out_len: 0,
                 });
                 Ok(())
             }
@@ -176,18 +262,26 @@ impl StreamDecoder {
         if header.codec != Codec::Lm && header.tokens > 0 {
             // The encoder fed this frame's first tokens to its model while it
             // tried `lm`; feed the same ones.
-            let lane = self.lane.as_mut().ok_or(DecodeError::NeedsModel)?;
+            if self.lanes.is_empty() {
+                return Err(DecodeError::NeedsModel);
+            }
             let mut tokens = Vec::new();
             self.vocab.tokenize(&data, &mut tokens);
-            let fed = tokens.get(..header.tokens as usize).ok_or_else(|| {
-                DecodeError::Corrupt(format!(
+            if tokens.len() < header.tokens as usize {
+                return Err(DecodeError::Corrupt(format!(
                     "frame claims {} context tokens, its bytes make {}",
                     header.tokens,
                     tokens.len()
-                ))
-            })?;
-            for &t in fed {
-                lane.feed(t);
+                )));
+            }
+            let lanes = u8::try_from(self.lanes.len()).unwrap_or(u8::MAX);
+            let segments = crate::segments::split(&tokens, lanes, self.vocab.escape_token());
+            let lens: Vec<usize> = segments.iter().map(std::ops::Range::len).collect();
+            let fed = crate::segments::fed_per_segment(&lens, header.tokens as usize);
+            for ((seg, n), lane) in segments.iter().zip(fed).zip(&mut self.lanes) {
+                for &t in &tokens[seg.start..seg.start + n] {
+                    lane.feed(t);
+                }
             }
         }
         self.history.push(&data);
@@ -200,108 +294,96 @@ impl StreamDecoder {
         Ok(())
     }
 
-    /// Decodes as far as possible; returns the request the lane needs
-    /// answered next, or `None` when the frame is finished (see
-    /// [`Self::take_output`]) or a request is already outstanding.
-    pub fn poll_request(&mut self) -> Option<Request> {
-        let job = self.job.as_mut()?;
-        let Some(lane) = self.lane.as_mut() else {
-            // `start` refuses lm frames without a lane; stay safe regardless.
+    /// Decodes as far as possible and hands every request now due to `out`
+    /// (at most one per lane). Nothing is handed out once the frame is
+    /// finished (see [`Self::take_output`]) or while the requests out are
+    /// unanswered.
+    pub fn poll_requests(&mut self, out: &mut dyn FnMut(LaneId, Request)) {
+        let Some(job) = self.job.as_mut() else { return };
+        if job.segments.len() > self.lanes.len() {
+            // `start` refuses lm frames without lanes; stay safe regardless.
             self.job = None;
             self.ready = Some(Err(DecodeError::NeedsModel));
-            return None;
-        };
+            return;
+        }
+        let orig_len = job.header.orig_len as usize;
         let mut failure = None;
-        while job.done < job.header.tokens {
-            if !lane.ready() {
-                return lane.next_request();
-            }
-            let (rc, table) = (&mut job.rc, &lane.table);
-            let t = match crate::lane::timed(
-                &mut lane.profile,
-                |p| &mut p.coder,
-                || rc.decode_symbol(table),
-            ) {
-                Ok(t) => t,
-                Err(_) => {
-                    failure = Some(DecodeError::Corrupt(
-                        "range decoder ran off its data".into(),
-                    ));
-                    break;
+        let mut pending = false;
+        'segments: for (seg, lane) in job.segments.iter_mut().zip(&mut self.lanes) {
+            while seg.done < seg.tokens {
+                if !lane.ready() {
+                    if let Some(r) = lane.next_request() {
+                        out(lane.id(), r);
+                    }
+                    pending = true;
+                    continue 'segments;
                 }
-            };
-            let id = u32::try_from(t).unwrap_or(u32::MAX);
-            let escape = self.vocab.escape_token();
-            let mut one = [0u8; 1];
-            let bytes = if job.escaped {
-                job.escaped = false;
-                self.vocab.escaped_byte(id).map(|b| {
-                    one[0] = b;
-                    &one[..]
-                })
-            } else if escape == Some(id) {
-                job.escaped = true;
-                Some(&[][..])
-            } else {
-                self.vocab.token_bytes(id)
-            };
-            let Some(bytes) = bytes else {
-                failure = Some(DecodeError::Corrupt(format!(
-                    "decoded token {t} has no bytes"
-                )));
-                break;
-            };
-            if job.out.len() + bytes.len() > job.header.orig_len as usize {
-                failure = Some(DecodeError::Corrupt(
-                    "decoded more bytes than the frame holds".into(),
-                ));
-                break;
+                match decode_token(&*self.vocab, seg, lane) {
+                    Ok(bytes) if job.out_len + bytes.len() > orig_len => {
+                        failure = Some(DecodeError::Corrupt(
+                            "decoded more bytes than the frame holds".into(),
+                        ));
+                    }
+                    Ok(bytes) => {
+                        job.out_len += bytes.len();
+                        seg.out.extend_from_slice(bytes.as_ref());
+                        continue;
+                    }
+                    Err(e) => failure = Some(e),
+                }
+                break 'segments;
             }
-            job.out.extend_from_slice(bytes);
-            lane.feed(id);
-            job.done += 1;
+        }
+        if pending && failure.is_none() {
+            return;
         }
         let job = self.job.take().expect("checked above");
         let result = match failure {
             Some(e) => Err(e),
-            None if job.escaped => Err(DecodeError::Corrupt("frame ends in an escape".into())),
-            None if job.out.len() != job.header.orig_len as usize => {
-                Err(DecodeError::Corrupt(format!(
-                    "decoded {} bytes, header says {}",
-                    job.out.len(),
-                    job.header.orig_len
-                )))
+            None if job.segments.iter().any(|s| s.escaped) => {
+                Err(DecodeError::Corrupt("frame ends in an escape".into()))
             }
-            None => self.finish(job.header, job.out),
+            None if job.out_len != orig_len => Err(DecodeError::Corrupt(format!(
+                "decoded {} bytes, header says {}",
+                job.out_len, job.header.orig_len
+            ))),
+            None => {
+                let mut segments = job.segments.into_iter();
+                let mut data = segments.next().map(|s| s.out).unwrap_or_default();
+                for s in segments {
+                    data.extend_from_slice(&s.out);
+                }
+                self.finish(job.header, data)
+            }
         };
         if let Err(e) = result {
             self.ready = Some(Err(e));
         }
-        None
     }
 
     /// Turns on (or off, discarding it) the timing of the work around the
     /// model: table builds, the match model and the range coder.
     pub fn set_profiling(&mut self, on: bool) {
-        if let Some(lane) = self.lane.as_mut() {
+        for lane in &mut self.lanes {
             lane.profile = on.then(crate::Profile::default);
         }
     }
 
     /// The times so far, if profiling is on.
     pub fn profile(&self) -> Option<crate::Profile> {
-        self.lane.as_ref().and_then(|l| l.profile)
+        crate::lane::merged_profile(&self.lanes)
     }
 
-    /// Takes the answer to the request [`Self::poll_request`] returned.
-    pub fn handle_prediction(&mut self, logits: &[f32]) {
-        if let Some(lane) = self.lane.as_mut() {
-            lane.answer(logits);
+    /// Takes the answer to the request of `lane` that
+    /// [`Self::poll_requests`] handed out.
+    pub fn handle_prediction(&mut self, lane: LaneId, logits: &[f32]) {
+        if let Some(l) = self.lanes.iter_mut().find(|l| l.id() == lane) {
+            l.answer(logits);
         }
     }
 
     /// The decoded, verified bytes of the frame (or why it failed), once
-    /// [`Self::poll_request`] returned `None`.
+    /// [`Self::poll_requests`] handed out nothing.
     pub fn take_output(&mut self) -> Option<Result<Vec<u8>, DecodeError>> {
         self.ready.take()
     }

@@ -5,25 +5,21 @@ use crate::{StreamDecoder, StreamEncoder};
 
 /// A coder that may need model predictions: [`StreamEncoder`] or [`StreamDecoder`].
 pub trait Coder {
-    /// The lane the predictor knows this coder by; `None` without a model.
-    fn lane(&self) -> Option<LaneId>;
-    /// Codes as far as possible and returns the next request, if one is due.
-    fn poll_request(&mut self) -> Option<Request>;
-    /// Takes the answer to the last request.
-    fn handle_prediction(&mut self, logits: &[f32]);
+    /// Codes as far as possible and hands every request now due to `out`
+    /// (at most one per lane; a frame on several lanes asks for several).
+    fn poll_requests(&mut self, out: &mut dyn FnMut(LaneId, Request));
+    /// Takes the answer to `lane`'s last request.
+    fn handle_prediction(&mut self, lane: LaneId, logits: &[f32]);
     /// Whether a frame is in progress or waits to be taken.
     fn busy(&self) -> bool;
 }
 
 impl Coder for StreamEncoder {
-    fn lane(&self) -> Option<LaneId> {
-        StreamEncoder::lane(self)
+    fn poll_requests(&mut self, out: &mut dyn FnMut(LaneId, Request)) {
+        StreamEncoder::poll_requests(self, out);
     }
-    fn poll_request(&mut self) -> Option<Request> {
-        StreamEncoder::poll_request(self)
-    }
-    fn handle_prediction(&mut self, logits: &[f32]) {
-        StreamEncoder::handle_prediction(self, logits)
+    fn handle_prediction(&mut self, lane: LaneId, logits: &[f32]) {
+        StreamEncoder::handle_prediction(self, lane, logits);
     }
     fn busy(&self) -> bool {
         StreamEncoder::busy(self)
@@ -31,14 +27,11 @@ impl Coder for StreamEncoder {
 }
 
 impl Coder for StreamDecoder {
-    fn lane(&self) -> Option<LaneId> {
-        StreamDecoder::lane(self)
+    fn poll_requests(&mut self, out: &mut dyn FnMut(LaneId, Request)) {
+        StreamDecoder::poll_requests(self, out);
     }
-    fn poll_request(&mut self) -> Option<Request> {
-        StreamDecoder::poll_request(self)
-    }
-    fn handle_prediction(&mut self, logits: &[f32]) {
-        StreamDecoder::handle_prediction(self, logits)
+    fn handle_prediction(&mut self, lane: LaneId, logits: &[f32]) {
+        StreamDecoder::handle_prediction(self, lane, logits);
     }
     fn busy(&self) -> bool {
         StreamDecoder::busy(self)
@@ -54,8 +47,8 @@ pub struct Step {
     pub requests: u64,
 }
 
-/// Runs `coders` until none needs a prediction: each round collects one
-/// request from every coder that has one and answers them in one batch.
+/// Runs `coders` until none needs a prediction: each round collects every
+/// request due (one per lane) and answers them in one batch.
 /// `progress` is called after each batch with the totals so far.
 pub fn drive<C: Coder + ?Sized>(
     predictor: &mut dyn Predictor,
@@ -69,17 +62,16 @@ pub fn drive<C: Coder + ?Sized>(
         batch.clear();
         owner.clear();
         for (i, c) in coders.iter_mut().enumerate() {
-            if let Some(req) = c.poll_request() {
-                let lane = c.lane().expect("a coder that asks has a lane");
+            c.poll_requests(&mut |lane, req| {
                 batch.push((lane, req));
                 owner.push(i);
-            }
+            });
         }
         if batch.is_empty() {
             return Ok(step);
         }
         predictor.predict(&batch, &mut |i, logits| {
-            coders[owner[i]].handle_prediction(logits)
+            coders[owner[i]].handle_prediction(batch[i].0, logits);
         })?;
         step.batches += 1;
         step.requests += batch.len() as u64;

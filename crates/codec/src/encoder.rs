@@ -19,15 +19,23 @@ fn looks_random(data: &[u8]) -> bool {
     if data.len() < 4096 {
         return false;
     }
-    let mut counts = [0u32; 256];
-    for &b in data {
-        counts[usize::from(b)] += 1;
+    // Four tables, summed after: consecutive equal bytes then increment
+    // different counters, so the loop does not wait on its own stores.
+    let mut counts = [[0u32; 256]; 4];
+    let mut quads = data.chunks_exact(4);
+    for q in &mut quads {
+        for (table, &b) in counts.iter_mut().zip(q) {
+            table[usize::from(b)] += 1;
+        }
+    }
+    for &b in quads.remainder() {
+        counts[0][usize::from(b)] += 1;
     }
     let n = data.len() as f64;
-    let bits: f64 = counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
+    let bits: f64 = (0..256)
+        .map(|i| counts.iter().map(|t| t[i]).sum::<u32>())
+        .filter(|&c| c > 0)
+        .map(|c| {
             let p = f64::from(c) / n;
             -p * p.log2()
         })
@@ -61,17 +69,28 @@ impl EncodedFrame {
     }
 }
 
+/// One run of a frame's tokens, coded on one lane (see [`crate::segments`]).
+#[derive(Debug)]
+struct Segment {
+    /// Its tokens: a range of the frame's.
+    tokens: std::ops::Range<usize>,
+    /// Tokens coded so far (and fed to the lane).
+    pos: usize,
+    rc: DefaultRangeEncoder,
+}
+
 /// One frame being coded with the model.
 #[derive(Debug)]
 struct LmJob {
     data: Vec<u8>,
     sum: u64,
     tokens: Vec<u32>,
-    /// Tokens coded so far (and fed to the lane).
-    pos: usize,
+    /// One per lane the frame is coded on; segment `j` on lane `j`.
+    segments: Vec<Segment>,
+    /// Tokens coded so far, all segments together.
+    fed: usize,
     /// Bytes those tokens cover.
     covered: usize,
-    rc: DefaultRangeEncoder,
     /// The best model-free coding: codec and payload.
     fallback: (Codec, Option<Vec<u8>>),
     /// Under `auto`: (prefix length, bits of the model-free coding of that
@@ -86,10 +105,31 @@ const CHECKPOINTS: [usize; 3] = [2048, 4096, 8192];
 /// finish the frame (it usually gains on zstd as its context fills).
 const ABORT_RATIO: f64 = 1.2;
 
+/// An `lm` frame's payload: the range coder's words, after a segment
+/// table on streams of several lanes (see [`crate::segments`]).
+fn lm_payload(segments: Vec<Segment>, table: bool) -> Vec<u8> {
+    let words: Vec<(u32, Vec<u32>)> = segments
+        .into_iter()
+        .map(|s| {
+            let n = u32::try_from(s.tokens.len()).expect("tokens <= frame length");
+            (n, s.rc.into_compressed().unwrap_or_default())
+        })
+        .collect();
+    let mut payload = Vec::new();
+    if table {
+        crate::segments::Table { segments: words }.encode(&mut payload);
+    } else {
+        for w in words.into_iter().flat_map(|(_, w)| w) {
+            payload.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    payload
+}
+
 /// Encodes one direction of a stream, frame by frame.
 ///
 /// ```text
-/// push(frame) → while let Some(req) = poll_request() { handle_prediction(model(req)) }
+/// push(frame) → while poll_requests() hands out requests { handle_prediction(lane, model(req)) }
 ///             → take_frame()
 /// ```
 /// Requests of many encoders are best answered together (see [`crate::drive`]).
@@ -97,7 +137,8 @@ const ABORT_RATIO: f64 = 1.2;
 pub struct StreamEncoder {
     cfg: StreamConfig,
     vocab: Arc<dyn Vocabulary>,
-    lane: Option<LmLane>,
+    /// The model lanes: none without a model, else `cfg.lanes` of them.
+    lanes: Vec<LmLane>,
     history: History,
     job: Option<LmJob>,
     ready: Option<EncodedFrame>,
@@ -124,12 +165,12 @@ impl StreamEncoder {
         } else {
             None
         };
-        let lane = crate::lane::new_lane(id, lm, &*vocab, primer);
+        let lanes = crate::lane::new_lanes(id, lm, cfg.lanes, &*vocab, primer);
         StreamEncoder {
             history: History::new(cfg.zstd_history),
             cfg,
             vocab,
-            lane,
+            lanes,
             job: None,
             ready: None,
             stats: Stats::default(),
@@ -166,7 +207,7 @@ impl StreamEncoder {
     /// Counts so far.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
-        s.model_requests = self.lane.as_ref().map_or(0, |l| l.requests);
+        s.model_requests = self.lanes.iter().map(|l| l.requests).sum();
         s
     }
 
@@ -187,10 +228,9 @@ impl StreamEncoder {
         // Bytes that look uniformly random (encrypted or already compressed
         // data) skip zstd: a failed zstd attempt costs as much as a
         // successful one, and this check costs a byte histogram.
-        let skip_zstd = looks_random(&data);
         let zstd = match self.cfg.policy {
             Policy::Raw => None,
-            _ if skip_zstd || !self.zstd_on => None,
+            _ if !self.zstd_on || looks_random(&data) => None,
             _ => {
                 let t0 = std::time::Instant::now();
                 let z = self.history.compress(self.cfg.zstd_level, &data);
@@ -206,7 +246,7 @@ impl StreamEncoder {
         let fallback_len = fallback.1.as_ref().map_or(data.len(), Vec::len);
 
         let try_lm = allow_model
-            && self.lane.is_some()
+            && !self.lanes.is_empty()
             && !data.is_empty()
             && match self.cfg.policy {
                 Policy::Lm => true,
@@ -244,13 +284,22 @@ impl StreamEncoder {
         if try_lm {
             let mut tokens = Vec::with_capacity(data.len() / 3 + 1);
             self.vocab.tokenize(&data, &mut tokens);
+            let segments =
+                crate::segments::split(&tokens, self.cfg.lanes, self.vocab.escape_token())
+                    .into_iter()
+                    .map(|r| Segment {
+                        pos: r.start,
+                        tokens: r,
+                        rc: DefaultRangeEncoder::new(),
+                    })
+                    .collect();
             self.job = Some(LmJob {
                 data,
                 sum,
                 tokens,
-                pos: 0,
+                segments,
+                fed: 0,
                 covered: 0,
-                rc: DefaultRangeEncoder::new(),
                 fallback,
                 checkpoints,
             });
@@ -260,102 +309,123 @@ impl StreamEncoder {
         }
     }
 
-    /// Codes as far as possible; returns the request the lane needs answered
-    /// next, or `None` when the frame is finished (see [`Self::take_frame`])
-    /// or a request is already outstanding.
-    pub fn poll_request(&mut self) -> Option<Request> {
-        let job = self.job.as_mut()?;
-        let lane = self.lane.as_mut().expect("lm jobs exist only with a lane");
-        while job.pos < job.tokens.len() {
-            if !lane.ready() {
-                return lane.next_request();
+    /// Codes as far as possible and hands every request now due to `out`
+    /// (at most one per lane). Nothing is handed out once the frame is
+    /// finished (see [`Self::take_frame`]) or while the requests out are
+    /// unanswered.
+    ///
+    /// The frame's segments advance in lockstep rounds, one token each per
+    /// round (see [`crate::segments`]), so a frame that stops early has fed
+    /// a prefix of that order, whatever answered the requests when.
+    pub fn poll_requests(&mut self, out: &mut dyn FnMut(LaneId, Request)) {
+        let Some(job) = self.job.as_mut() else { return };
+        let mut stop = false;
+        'rounds: loop {
+            let mut waiting = false;
+            let mut active = false;
+            for (seg, lane) in job.segments.iter().zip(&mut self.lanes) {
+                if seg.pos == seg.tokens.end {
+                    continue;
+                }
+                active = true;
+                if !lane.ready() {
+                    waiting = true;
+                    if let Some(r) = lane.next_request() {
+                        out(lane.id(), r);
+                    }
+                }
             }
-            let t = job.tokens[job.pos];
-            let (rc, table) = (&mut job.rc, &lane.table);
-            let coded = crate::lane::timed(
-                &mut lane.profile,
-                |p| &mut p.coder,
-                || rc.encode_symbol(t as usize, table),
-            );
-            if coded.is_err() {
-                // Only a token id outside the model's vocabulary gets here;
-                // never let it corrupt the stream: send the frame model-free.
+            if !active {
                 break;
             }
-            lane.feed(t);
-            job.pos += 1;
-            job.covered += self.vocab.token_bytes(t).map_or(0, <[u8]>::len);
+            if waiting {
+                return;
+            }
+            for (seg, lane) in job.segments.iter_mut().zip(&mut self.lanes) {
+                if seg.pos == seg.tokens.end {
+                    continue;
+                }
+                let t = job.tokens[seg.pos];
+                let (rc, table) = (&mut seg.rc, &lane.table);
+                let coded = crate::lane::timed(
+                    &mut lane.profile,
+                    |p| &mut p.coder,
+                    || rc.encode_symbol(t as usize, table),
+                );
+                if coded.is_err() {
+                    // Only a token id outside the model's vocabulary gets
+                    // here; never let it corrupt the stream: send the frame
+                    // model-free (what was fed is a prefix of the lockstep
+                    // order, as the decoder will assume).
+                    stop = true;
+                    break 'rounds;
+                }
+                lane.feed(t);
+                seg.pos += 1;
+                job.fed += 1;
+                job.covered += self.vocab.token_bytes(t).map_or(0, <[u8]>::len);
+            }
             // Give up early when the model clearly loses to zstd/raw on
-            // the same prefix.
+            // the same prefix (on several segments: on the same share).
             if let Some(&(n, fallback_bits)) = job.checkpoints.first()
                 && job.covered >= n
             {
                 job.checkpoints.remove(0);
-                let bits = job.rc.num_bits() as f64 * n as f64 / job.covered as f64;
-                if bits > ABORT_RATIO * fallback_bits {
+                let bits: f64 = job.segments.iter().map(|s| s.rc.num_bits() as f64).sum();
+                if bits * n as f64 / job.covered as f64 > ABORT_RATIO * fallback_bits {
+                    stop = true;
                     break;
                 }
             }
         }
         let job = self.job.take().expect("checked above");
-        let fed = u32::try_from(job.pos).expect("tokens <= frame length");
-        let frame = if job.pos == job.tokens.len() {
-            let words = job.rc.into_compressed().unwrap_or_default();
-            let lm_len = words.len() * 4;
-            let fallback_len = job.fallback.1.as_ref().map_or(job.data.len(), Vec::len);
-            if lm_len < fallback_len {
-                let mut payload = Vec::with_capacity(lm_len);
-                for w in words {
-                    payload.extend_from_slice(&w.to_le_bytes());
-                }
-                self.frame(Codec::Lm, job.data.len(), job.sum, payload, fed)
-            } else {
-                self.fallback_frame(job.data, job.sum, job.fallback, fed)
+        let fed = u32::try_from(job.fed).expect("tokens <= frame length");
+        let fallback_len = job.fallback.1.as_ref().map_or(job.data.len(), Vec::len);
+        let payload = (!stop).then(|| lm_payload(job.segments, self.cfg.lanes > 1));
+        let frame = match payload {
+            Some(p) if p.len() < fallback_len => {
+                self.frame(Codec::Lm, job.data.len(), job.sum, p, fed)
             }
-        } else {
-            self.fallback_frame(job.data, job.sum, job.fallback, fed)
+            _ => self.fallback_frame(job.data, job.sum, job.fallback, fed),
         };
         self.ready = Some(frame);
-        None
     }
 
     /// Turns on (or off, discarding it) the timing of the work around the
     /// model: table builds, the match model and the range coder.
     pub fn set_profiling(&mut self, on: bool) {
-        if let Some(lane) = self.lane.as_mut() {
+        for lane in &mut self.lanes {
             lane.profile = on.then(crate::Profile::default);
         }
     }
 
     /// The times so far, if profiling is on.
     pub fn profile(&self) -> Option<crate::Profile> {
-        self.lane.as_ref().and_then(|l| l.profile)
+        crate::lane::merged_profile(&self.lanes)
     }
 
-    /// Takes the answer to the request [`Self::poll_request`] returned.
-    pub fn handle_prediction(&mut self, logits: &[f32]) {
-        if let Some(lane) = self.lane.as_mut() {
-            lane.answer(logits);
+    /// Takes the answer to the request of `lane` that
+    /// [`Self::poll_requests`] handed out.
+    pub fn handle_prediction(&mut self, lane: LaneId, logits: &[f32]) {
+        if let Some(l) = self.lanes.iter_mut().find(|l| l.id() == lane) {
+            l.answer(logits);
         }
     }
 
-    /// The finished frame, once [`Self::poll_request`] returned `None`.
+    /// The finished frame, once [`Self::poll_requests`] handed out nothing.
     pub fn take_frame(&mut self) -> Option<EncodedFrame> {
         self.ready.take()
     }
 
-    /// The lane id the model knows this encoder by (if it uses a model).
-    pub fn lane(&self) -> Option<LaneId> {
-        self.lane.as_ref().map(LmLane::id)
+    /// The lane ids the model knows this encoder by (none without a model).
+    pub fn lanes(&self) -> impl Iterator<Item = LaneId> + '_ {
+        self.lanes.iter().map(LmLane::id)
     }
 
-    /// The lane, if it ever asked the model for anything: the only lanes a
+    /// The lanes that ever asked the model for anything: the only lanes a
     /// predictor holds state for, and so the only ones worth releasing.
-    pub fn used_lane(&self) -> Option<LaneId> {
-        self.lane
-            .as_ref()
-            .filter(|l| l.requests > 0)
-            .map(LmLane::id)
+    pub fn used_lanes(&self) -> Vec<LaneId> {
+        crate::lane::used(&self.lanes)
     }
 
     /// The frame of the best model-free coding; a `raw` frame's payload is

@@ -244,27 +244,54 @@ impl LmLane {
     }
 }
 
-/// The lane a coder with `cfg` needs, if it uses a model at all. A primer
-/// longer than the context rule allows keeps only its last tokens that fit
-/// (`window - keep - 2`), so any primer bytes give a valid lane.
-pub(crate) fn new_lane(
+/// The lanes a coder with `cfg` needs: none without a model, else `lanes`
+/// (at least one), segment `j`'s with id [`crate::segments::lane_id`]. A
+/// primer longer than the context rule allows keeps only its last tokens
+/// that fit (`window - keep - 2`), so any primer bytes give valid lanes.
+pub(crate) fn new_lanes(
     id: LaneId,
     lm: Option<LmParams>,
+    lanes: u8,
     vocab: &dyn crate::Vocabulary,
     primer: &[u8],
-) -> Option<LmLane> {
-    let params = lm?;
+) -> Vec<LmLane> {
+    let Some(params) = lm else {
+        return Vec::new();
+    };
     let mut tokens = Vec::new();
     vocab.tokenize(primer, &mut tokens);
     let room = (params.window as usize).saturating_sub(params.keep as usize + 2);
     if tokens.len() > room {
         tokens.drain(..tokens.len() - room);
     }
-    Some(LmLane::new(
-        id,
-        params,
-        vocab.bos(),
-        tokens.into(),
-        vocab.vocab_size(),
-    ))
+    let primer: Arc<[u32]> = tokens.into();
+    (0..usize::from(lanes.max(1)))
+        .map(|j| {
+            LmLane::new(
+                crate::segments::lane_id(id, j),
+                params,
+                vocab.bos(),
+                primer.clone(),
+                vocab.vocab_size(),
+            )
+        })
+        .collect()
+}
+
+/// The ids of the lanes that ever asked the model for anything.
+pub(crate) fn used(lanes: &[LmLane]) -> Vec<LaneId> {
+    lanes
+        .iter()
+        .filter(|l| l.requests > 0)
+        .map(LmLane::id)
+        .collect()
+}
+
+/// The lanes' profiles together, if profiling is on.
+pub(crate) fn merged_profile(lanes: &[LmLane]) -> Option<Profile> {
+    let mut out: Option<Profile> = None;
+    for p in lanes.iter().filter_map(|l| l.profile) {
+        out.get_or_insert_with(Profile::default).merge(&p);
+    }
+    out
 }

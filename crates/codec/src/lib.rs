@@ -24,6 +24,7 @@ mod lane;
 mod matcher;
 mod predict;
 mod probe;
+pub mod segments;
 mod tokens;
 pub mod toy;
 
@@ -89,6 +90,10 @@ pub struct StreamConfig {
     /// Under [`Policy::Auto`], skip `lm` for a frame whose zstd output is at
     /// least this fraction of its input (binary or already compressed data).
     pub lm_skip_ratio: f64,
+    /// Lanes one frame may be coded on at once (1..=[`segments::MAX_LANES`];
+    /// see [`segments`]). Both ends must agree: with more than one, `lm`
+    /// payloads carry a segment table.
+    pub lanes: u8,
 }
 
 impl Default for StreamConfig {
@@ -99,6 +104,7 @@ impl Default for StreamConfig {
             zstd_history: DEFAULT_ZSTD_HISTORY,
             lm: Some(LmParams::default()),
             lm_skip_ratio: 0.9,
+            lanes: 1,
         }
     }
 }

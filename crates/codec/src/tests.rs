@@ -220,6 +220,7 @@ proptest! {
         codec in 0u8..3,
         orig_len in 0u32..400,
         tokens in 0u32..400,
+        lanes in 1u8..5,
     ) {
         let header = FrameHeader {
             codec: Codec::from_byte(codec).unwrap(),
@@ -230,7 +231,8 @@ proptest! {
         };
         let v = vocab();
         let mut rx = ToyPredictor::new(v.vocab_size());
-        let mut d = StreamDecoder::new(0, &StreamConfig::default(), v, b"");
+        let cfg = StreamConfig { lanes, ..StreamConfig::default() };
+        let mut d = StreamDecoder::new(0, &cfg, v, b"");
         d.push(header, payload);
         drive(&mut rx, &mut [&mut d], &mut |_| {}).unwrap();
         prop_assert!(d.take_output().is_some());
@@ -306,9 +308,16 @@ impl Vocabulary for SparseVocab {
 
 #[test]
 fn escaped_bytes_round_trip() {
+    for lanes in [1, 4] {
+        escaped_bytes_round_trip_on(lanes);
+    }
+}
+
+fn escaped_bytes_round_trip_on(lanes: u8) {
     let v: Arc<dyn Vocabulary> = Arc::new(SparseVocab(ByteVocab::default()));
     let cfg = StreamConfig {
         policy: Policy::Lm,
+        lanes,
         ..StreamConfig::default()
     };
     let mut data = markov(2000, 11);
@@ -422,4 +431,111 @@ fn auto_gives_up_on_a_losing_model_at_the_first_checkpoint() {
     dec.push(f.header, f.payload);
     drive(&mut Contrary, &mut [&mut dec], &mut |_| {}).unwrap();
     assert_eq!(dec.take_output().expect("output").expect("decodes"), data);
+}
+
+fn random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x.to_le_bytes()[7]
+        })
+        .collect()
+}
+
+/// A stream of 4 lanes codes long frames as segments stepped together and
+/// short ones on one lane; model-free frames that fed the model (here: random
+/// bytes the model cannot shrink under `lm`) keep every lane in step, so the
+/// next model frame still decodes. Decoding alone, not beside the encoder's
+/// batch partners, gives the same bytes.
+#[test]
+fn one_frame_codes_on_several_lanes() {
+    let cfg = StreamConfig {
+        policy: Policy::Lm,
+        lanes: 4,
+        ..StreamConfig::default()
+    };
+    let frames = vec![
+        markov(5000, 1),
+        markov(300, 2),
+        random(3000, 3),
+        markov(9000, 4),
+        markov(1500, 5),
+    ];
+    let coded = round_trip(
+        &[frames.clone(), vec![markov(700, 9), markov(6000, 8)]],
+        &cfg,
+        b"hi",
+    );
+    let c = &coded[0];
+    assert_eq!(c[0].header.codec, Codec::Lm);
+    assert_eq!(c[0].payload[0], 4, "5000 tokens: 4 segments");
+    assert_eq!(c[1].payload[0], 1, "300 tokens: one segment");
+    assert_eq!(c[2].header.codec, Codec::Raw);
+    assert_eq!(c[2].header.tokens, 3000, "the model saw every token");
+    assert_eq!(c[3].header.codec, Codec::Lm);
+    assert_eq!(c[4].payload[0], 2, "1500 tokens: 2 segments");
+    // The same frames decoded on their own predictor, stream alone.
+    let v = vocab();
+    let mut rx = ToyPredictor::new(v.vocab_size());
+    let mut d = StreamDecoder::new(7, &cfg, v, b"hi");
+    for (f, want) in c.iter().zip(&frames) {
+        d.push(f.header, f.payload.clone());
+        drive(&mut rx, &mut [&mut d], &mut |_| {}).unwrap();
+        assert_eq!(&d.take_output().unwrap().unwrap(), want);
+    }
+    assert_eq!(d.used_lanes().len(), 4);
+}
+
+/// A frame the model loses on stops at the first checkpoint after a whole
+/// lockstep round: 2048 tokens fed, 512 on each of 4 lanes; it decodes.
+#[test]
+fn several_lanes_give_up_in_step() {
+    let cfg = StreamConfig {
+        lanes: 4,
+        ..StreamConfig::default()
+    };
+    let data = text(12_000, 5);
+    let mut enc = StreamEncoder::new(1, cfg.clone(), vocab(), b"");
+    enc.push(data.clone());
+    drive(&mut Contrary, &mut [&mut enc], &mut |_| {}).unwrap();
+    let f = enc.take_frame().expect("frame finished");
+    assert_eq!(f.header.codec, Codec::Zstd);
+    assert_eq!(f.header.tokens, 2048);
+    let mut dec = StreamDecoder::new(2, &cfg, vocab(), b"");
+    dec.push(f.header, f.payload);
+    drive(&mut Contrary, &mut [&mut dec], &mut |_| {}).unwrap();
+    assert_eq!(dec.take_output().expect("output").expect("decodes"), data);
+}
+
+/// Both ends must agree on the lanes: a segmented frame on a one-lane
+/// decoder, or with more segments than the decoder has lanes, is an error.
+#[test]
+fn segment_tables_are_checked() {
+    let cfg4 = StreamConfig {
+        policy: Policy::Lm,
+        lanes: 4,
+        ..StreamConfig::default()
+    };
+    let v = vocab();
+    let mut tx = ToyPredictor::new(v.vocab_size());
+    let mut e = StreamEncoder::new(1, cfg4.clone(), v.clone(), b"");
+    let data = markov(5000, 3);
+    e.push(data);
+    drive(&mut tx, &mut [&mut e], &mut |_| {}).unwrap();
+    let f = e.take_frame().unwrap();
+    assert_eq!(f.payload[0], 4);
+    for lanes in [1, 2] {
+        let cfg = StreamConfig {
+            lanes,
+            ..cfg4.clone()
+        };
+        let mut rx = ToyPredictor::new(v.vocab_size());
+        let mut d = StreamDecoder::new(2, &cfg, v.clone(), b"");
+        d.push(f.header, f.payload.clone());
+        drive(&mut rx, &mut [&mut d], &mut |_| {}).unwrap();
+        assert!(d.take_output().unwrap().is_err(), "{lanes} lanes");
+    }
 }

@@ -257,9 +257,11 @@ impl Coding {
         self.sched.as_ref().map_or(0, Scheduler::new_lane)
     }
 
-    fn release(&self, lane: Option<LaneId>) {
-        if let (Some(s), Some(l)) = (&self.sched, lane) {
-            s.release(l);
+    fn release(&self, lanes: Vec<LaneId>) {
+        if let Some(s) = &self.sched {
+            for l in lanes {
+                s.release(l);
+            }
         }
     }
 
@@ -652,7 +654,7 @@ impl Outbound<'_> {
             .await?;
         }
         if let Some(old) = self.enc.take() {
-            self.coding.release(old.used_lane());
+            self.coding.release(old.used_lanes());
         }
         self.enc = Some(
             self.coding
@@ -814,7 +816,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
         }
     };
     if let Some(enc) = o.enc.take() {
-        coding.release(enc.used_lane());
+        coding.release(enc.used_lanes());
     }
     result
 }
@@ -889,7 +891,7 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
                         let step = proto.decoded(&data);
                         send(Msg::Ack { seq: step.ack }).await?;
                         if step.rebuild {
-                            coding.release(dec.used_lane());
+                            coding.release(dec.used_lanes());
                             dec = coding.decoder(&coding.rebuilt_primer(proto.tail()));
                         }
                         if step.finished {
@@ -906,7 +908,7 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
             }
             Inbound::Restart { seq, frames: n } => {
                 let Restarted::ModelFree { .. } = proto.on_restart(seq, n)?;
-                coding.release(dec.used_lane());
+                coding.release(dec.used_lanes());
                 dec = Box::new(StreamDecoder::new(
                     0,
                     &coding.resend_config(),
@@ -925,7 +927,7 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
             }
         }
     };
-    coding.release(dec.used_lane());
+    coding.release(dec.used_lanes());
     result
 }
 

@@ -25,22 +25,22 @@ pub enum Work {
 }
 
 impl Work {
-    fn lane(&self) -> Option<LaneId> {
+    fn lanes(&self) -> Vec<LaneId> {
         match self {
-            Work::Encode(e) => e.lane(),
-            Work::Decode(d) => d.lane(),
+            Work::Encode(e) => e.lanes().collect(),
+            Work::Decode(d) => d.lanes().collect(),
         }
     }
-    fn poll_request(&mut self) -> Option<Request> {
+    fn poll_requests(&mut self, out: &mut dyn FnMut(LaneId, Request)) {
         match self {
-            Work::Encode(e) => e.poll_request(),
-            Work::Decode(d) => d.poll_request(),
+            Work::Encode(e) => e.poll_requests(out),
+            Work::Decode(d) => d.poll_requests(out),
         }
     }
-    fn handle_prediction(&mut self, logits: &[f32]) {
+    fn handle_prediction(&mut self, lane: LaneId, logits: &[f32]) {
         match self {
-            Work::Encode(e) => e.handle_prediction(logits),
-            Work::Decode(d) => d.handle_prediction(logits),
+            Work::Encode(e) => e.handle_prediction(lane, logits),
+            Work::Decode(d) => d.handle_prediction(lane, logits),
         }
     }
 }
@@ -82,7 +82,7 @@ struct Shared {
 impl std::fmt::Debug for Cmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Cmd::Run(w, p, _) => write!(f, "Run({:?}, {p})", w.lane()),
+            Cmd::Run(w, p, _) => write!(f, "Run({:?}, {p})", w.lanes()),
             Cmd::Release(l) => write!(f, "Release({l})"),
         }
     }
@@ -301,30 +301,37 @@ fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared
                 Cmd::Release(lane) => predictor.release(lane),
             }
         }
+        // Jobs join while their lanes fit in a batch (a frame coded on
+        // several lanes asks for one row per lane).
         let now = Instant::now();
-        while jobs.len() < shared.max_batch {
+        let mut rows: usize = jobs.iter().map(|j| j.work.lanes().len().max(1)).sum();
+        while rows < shared.max_batch {
             match next_waiting(&mut waiting, now) {
-                Some(w) => jobs.push(w.job),
+                Some(w) => {
+                    rows += w.job.work.lanes().len().max(1);
+                    jobs.push(w.job);
+                }
                 None => break,
             }
         }
         metrics::gauge!("llmpack_model_backlog").set((jobs.len() + waiting.len()) as f64);
-        // One request from every job; finished jobs go back.
+        // Every request due from every job (all of a job's requests were
+        // answered last round, so one that asks nothing is finished); finished
+        // jobs go back.
         batch.clear();
         owner.clear();
         let mut i = 0;
         while i < jobs.len() {
-            match jobs[i].work.poll_request() {
-                Some(req) => {
-                    let lane = jobs[i].work.lane().expect("a coder that asks has a lane");
-                    batch.push((lane, req));
-                    owner.push(i);
-                    i += 1;
-                }
-                None => {
-                    let j = jobs.swap_remove(i);
-                    let _ = j.done.send(Ok(j.work));
-                }
+            let before = batch.len();
+            jobs[i]
+                .work
+                .poll_requests(&mut |lane, req| batch.push((lane, req)));
+            if batch.len() > before {
+                owner.resize(batch.len(), i);
+                i += 1;
+            } else {
+                let j = jobs.swap_remove(i);
+                let _ = j.done.send(Ok(j.work));
             }
         }
         if batch.is_empty() {
@@ -332,7 +339,7 @@ fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared
         }
         let t = Instant::now();
         let result = predictor.predict(&batch, &mut |k, logits| {
-            jobs[owner[k]].work.handle_prediction(logits)
+            jobs[owner[k]].work.handle_prediction(batch[k].0, logits);
         });
         let took = t.elapsed();
         metrics::histogram!("llmpack_inference_seconds").record(took.as_secs_f64());
@@ -350,7 +357,7 @@ fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared
             tracing::error!(error = %e, lanes = batch.len(), "model call failed");
             // Every job in `jobs` asked in this round.
             for j in jobs.drain(..) {
-                if let Some(lane) = j.work.lane() {
+                for lane in j.work.lanes() {
                     predictor.release(lane);
                 }
                 let _ = j
