@@ -29,6 +29,15 @@ pub struct SpeedArgs {
     /// Bytes each lane codes (a different part of the text per lane).
     #[arg(long, default_value = "4KiB", value_parser = size::parse_u64)]
     bytes: u64,
+    /// Lanes one stream's frame is coded on at once (its segments step
+    /// together; the tunnel's per-tunnel `lanes`): with `--lanes 1`, one
+    /// connection split into this many lanes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
+    split: u8,
+    /// Frame size each stream is cut into (the tunnel's `limits.frame`;
+    /// default: each lane's bytes as one frame, at most 1 MiB).
+    #[arg(long, value_parser = size::parse_u64)]
+    frame: Option<u64>,
     /// Text to code: these files, concatenated (default: the evaluation
     /// samples in .cache/samples, which scripts/setup.sh fetches).
     #[arg(long)]
@@ -55,6 +64,8 @@ struct Split {
 #[derive(Debug, Serialize)]
 struct Run {
     lanes: usize,
+    /// Lanes each stream's frames were coded on (`--split`).
+    lanes_per_stream: u8,
     bytes: u64,
     encode_kbps: f64,
     decode_kbps: f64,
@@ -181,6 +192,7 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
         let cfg = StreamConfig {
             policy: Policy::Lm,
             lm: Some(lm),
+            lanes: args.split,
             ..StreamConfig::default()
         };
         // Encode.
@@ -206,7 +218,9 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
         let p = &mut loaded.predictor;
         let t0 = Instant::now();
         let mut frames: Vec<Vec<llmpack_codec::EncodedFrame>> = vec![Vec::new(); lanes];
-        let frame = MAX_FRAME_LEN as usize;
+        let frame = args.frame.map_or(MAX_FRAME_LEN as usize, |f| {
+            usize::try_from(f.clamp(1, u64::from(MAX_FRAME_LEN))).expect("at most 1 MiB")
+        });
         let mut done = 0u64;
         for at in (0..len).step_by(frame) {
             for (e, part) in encs.iter_mut().zip(&parts) {
@@ -222,8 +236,10 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
             }
         }
         let enc_secs = t0.elapsed().as_secs_f64();
-        for &id in &ids {
-            p.release(id);
+        for e in &encs {
+            for id in e.used_lanes() {
+                p.release(id);
+            }
         }
         let packed: usize = frames.iter().flatten().map(|f| f.wire_len()).sum();
         // Decode.
@@ -258,8 +274,10 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
         let dec_secs = t0.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let after = p.stats();
-        for &id in &dec_ids {
-            p.release(id);
+        for d in &decs {
+            for id in d.used_lanes() {
+                p.release(id);
+            }
         }
         for (i, (o, want)) in outs.iter().zip(&parts).enumerate() {
             if o.as_slice() != *want {
@@ -293,6 +311,7 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
         let total_bytes = total as f64;
         runs.push(Run {
             lanes,
+            lanes_per_stream: args.split,
             bytes: total,
             encode_kbps: total_bytes / 1024.0 / enc_secs,
             decode_kbps: total_bytes / 1024.0 / dec_secs,
@@ -370,7 +389,11 @@ fn print_report(r: &Report) {
         let pc = |f: f64| format!("{:.1}%", 100.0 * f);
         println!(
             "{:>5} {:>9.2} {:>9.2} {:>8.2} {:>5.1} {:>5.0} {:>6} {:>6.3} |              {:>7} {:>6} {:>7} {:>6} {:>6}",
-            x.lanes,
+            if x.lanes_per_stream > 1 {
+                format!("{}x{}", x.lanes, x.lanes_per_stream)
+            } else {
+                x.lanes.to_string()
+            },
             x.encode_kbps,
             x.decode_kbps,
             x.ms_per_step,

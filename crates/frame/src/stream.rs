@@ -5,7 +5,7 @@
 //! sender → receiver   Open, then Frame | Ack | Resend | Restart | Fin ...
 //! receiver → sender   Opened or Refused, then Frame | Ack | Resend | Restart | Fin ...
 //!
-//! Open     tag 1 | name_len u8 | name | primer_check u64 | window u32 | keep u32
+//! Open     tag 1 | name_len u8 | name | primer_check u64 | window u32 | keep u32 | lanes u8
 //! Opened   tag 2
 //! Refused  tag 3 | reason_len u16 | reason (UTF-8)
 //! Frame    tag 4 | frame header (22) | payload
@@ -41,6 +41,8 @@ pub enum Msg {
         window: u32,
         /// Tokens kept when the window is full.
         keep: u32,
+        /// Lanes one frame may be coded on (`llmpack_codec::StreamConfig::lanes`).
+        lanes: u8,
     },
     /// The receiver reached the target; data flows.
     Opened,
@@ -96,6 +98,7 @@ impl Msg {
                 primer_check,
                 window,
                 keep,
+                lanes,
             } => {
                 buf.put_u8(OPEN);
                 let name = &name.as_bytes()[..name.len().min(MAX_TUNNEL_NAME)];
@@ -104,6 +107,7 @@ impl Msg {
                 buf.put_u64_le(*primer_check);
                 buf.put_u32_le(*window);
                 buf.put_u32_le(*keep);
+                buf.put_u8(*lanes);
             }
             Msg::Opened => buf.put_u8(OPENED),
             Msg::Refused { reason } => {
@@ -163,7 +167,7 @@ impl Msg {
                 if n == 0 || n > MAX_TUNNEL_NAME {
                     return Err(Error::invalid("open", format!("tunnel name of {n} bytes")));
                 }
-                need(b, n + 16)?;
+                need(b, n + 17)?;
                 let name = std::str::from_utf8(&b[..n])
                     .map_err(|_| Error::invalid("open", "tunnel name is not UTF-8"))?
                     .to_string();
@@ -173,6 +177,7 @@ impl Msg {
                     primer_check: b.get_u64_le(),
                     window: b.get_u32_le(),
                     keep: b.get_u32_le(),
+                    lanes: b.get_u8(),
                 }
             }
             OPENED => Msg::Opened,
@@ -235,6 +240,7 @@ mod tests {
                 primer_check: 7,
                 window: 512,
                 keep: 128,
+                lanes: 4,
             },
             Msg::Opened,
             Msg::Refused {

@@ -238,6 +238,9 @@ pub struct TunnelConfig {
     pub window: Option<u32>,
     /// Tokens kept on re-prime override.
     pub keep: Option<u32>,
+    /// Lanes one frame may be coded on at once (1..=16): a long frame's
+    /// segments step through the model together.
+    pub lanes: u8,
     /// zstd level of the zstd frames this end sends (1..=19); `None`: chosen
     /// per frame from the link's rate.
     pub zstd_level: Option<i32>,

@@ -60,6 +60,8 @@ pub struct Coding {
     pub primer: Vec<u8>,
     /// The model context rule; `None` when the link has no model coding.
     pub lm: Option<LmParams>,
+    /// Lanes one frame may be coded on (the tunnel's `lanes`).
+    pub lanes: u8,
     /// zstd level for zstd frames; `None`: by the link's rate (see
     /// [`zstd_level_for`]).
     pub zstd_level: Option<i32>,
@@ -249,6 +251,7 @@ impl Coding {
             policy,
             zstd_level: self.zstd_level.unwrap_or(3),
             lm: if lm { self.lm } else { None },
+            lanes: self.lanes,
             ..StreamConfig::default()
         }
     }
@@ -302,7 +305,14 @@ impl Coding {
         // A model frame's bytes are usable once this end has coded it and
         // the peer has decoded it, at about the same speed: both count.
         let model = match (&self.sched, self.policy) {
-            (Some(s), Policy::Auto | Policy::Lm) => Some(2.0 * s.secs_per_byte()),
+            (Some(s), Policy::Auto | Policy::Lm) => {
+                // The segments a frame of what is waiting would be cut into
+                // (llmpack_codec::segments: 512 tokens each at least).
+                let tokens = pending.min(self.limits.frame) / 3;
+                let segments = (tokens / llmpack_codec::segments::MIN_SEGMENT_TOKENS)
+                    .clamp(1, usize::from(self.lanes.max(1)));
+                Some(2.0 * s.secs_per_byte(segments))
+            }
             _ => None,
         };
         let i = policy::Inputs {

@@ -25,8 +25,8 @@ use crate::run::{Running, Shared, running, transport_tuning};
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dialling a target may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest `Open` message (tag, name length, name, check, window, keep).
-const MAX_OPEN_LEN: usize = 2 + llmpack_frame::MAX_TUNNEL_NAME + 16;
+/// Longest `Open` message (tag, name length, name, check, window, keep, lanes).
+const MAX_OPEN_LEN: usize = 2 + llmpack_frame::MAX_TUNNEL_NAME + 17;
 
 type Tunnels = Arc<HashMap<String, TunnelConfig>>;
 
@@ -265,6 +265,7 @@ async fn stream(
         primer_check,
         window,
         keep,
+        lanes,
     } = open
     else {
         unreachable!("read_open returns Open")
@@ -280,12 +281,14 @@ async fn stream(
     };
     let coding = shared.coding(t, lm, load);
     let (w, k) = coding.lm.map_or((0, 0), |r| (r.window, r.keep));
-    if primer_check != llmpack_codec::checksum(&t.primer) || (w, k) != (window, keep) {
-        warn!(tunnel = %name, "primer or context window differ between the two configs");
+    if primer_check != llmpack_codec::checksum(&t.primer)
+        || (w, k, coding.lanes) != (window, keep, lanes)
+    {
+        warn!(tunnel = %name, "primer, context window or lanes differ between the two configs");
         refuse(
             &mut send,
             format!(
-                "tunnel {name}: primer or window/keep differ between sender and receiver configs"
+                "tunnel {name}: primer, window/keep or lanes differ between sender and receiver configs"
             ),
         )
         .await;

@@ -102,6 +102,7 @@ impl Shared {
             policy: t.policy,
             primer: t.primer.clone(),
             lm: model.and_then(|_| self.rule(t)),
+            lanes: t.lanes,
             zstd_level: t.zstd_level,
             vocab: match model {
                 Some(m) => m.vocab.clone(),

@@ -267,6 +267,7 @@ async fn client(
         primer_check: llmpack_codec::checksum(&t.primer),
         window: coding.lm.map_or(0, |r| r.window),
         keep: coding.lm.map_or(0, |r| r.keep),
+        lanes: coding.lanes,
     };
     let mut buf = Vec::new();
     open.encode(&mut buf);

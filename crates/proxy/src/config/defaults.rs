@@ -59,3 +59,8 @@ pub(super) fn default_threads() -> usize {
         .map_or(1, |n| n.get())
         .min(DEFAULT_THREADS_CAP)
 }
+/// Lanes one frame may be coded on (a tunnel's `lanes`): a frame of at least
+/// 2 × 512 tokens (~3 KB) is cut into up to this many segments that step
+/// through the model together, ~2x the model's speed on one connection for
+/// a few percent of ratio (models/default/MODEL.md).
+pub(super) const DEFAULT_LANES: u8 = 4;

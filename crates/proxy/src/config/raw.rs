@@ -158,6 +158,8 @@ pub struct RawTunnel {
     pub window: Option<u32>,
     /// Re-prime keep override (tokens).
     pub keep: Option<u32>,
+    /// Lanes one frame may be coded on at once.
+    pub lanes: Option<u8>,
     /// zstd level of this end's zstd frames.
     pub zstd_level: Option<i32>,
 }

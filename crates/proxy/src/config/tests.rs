@@ -110,7 +110,11 @@ fn example_pair_matches() {
     for t in &s.tunnels {
         let peer = r.tunnel(&t.name).unwrap();
         assert_eq!(t.primer_digest(), peer.primer_digest(), "{}", t.name);
-        assert_eq!((t.window, t.keep), (peer.window, peer.keep));
+        assert_eq!(
+            (t.window, t.keep, t.lanes),
+            (peer.window, peer.keep, peer.lanes)
+        );
+        assert_eq!(t.lanes, 4, "the default");
     }
     assert_eq!(
         s.tunnel("web").unwrap().listen,
@@ -415,6 +419,10 @@ fn codec_and_context_rule() {
     // An unset one takes the default (window 1024, keep 256).
     assert_eq!(field_err(&with("window = 200")).0, "tunnel[0].window");
     assert_eq!(field_err(&with("keep = 2000")).0, "tunnel[0].keep");
+    assert_eq!(load(&with("lanes = 16")).unwrap().tunnels[0].lanes, 16);
+    assert_eq!(load(&with("lanes = 1")).unwrap().tunnels[0].lanes, 1);
+    assert_eq!(field_err(&with("lanes = 0")).0, "tunnel[0].lanes");
+    assert_eq!(field_err(&with("lanes = 17")).0, "tunnel[0].lanes");
     assert_eq!(
         field_err(&with("primer = \"a\"\nprimer_file = \"p\"")).0,
         "tunnel[0].primer_file"

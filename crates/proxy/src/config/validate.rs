@@ -513,6 +513,17 @@ fn tunnels(
             ));
         }
 
+        let lanes = t.lanes.unwrap_or(DEFAULT_LANES);
+        if !(1..=llmpack_codec::segments::MAX_LANES).contains(&lanes) {
+            return Err(ConfigError::field(
+                f("lanes"),
+                format!(
+                    "{lanes}: a frame may be coded on 1 to {} lanes",
+                    llmpack_codec::segments::MAX_LANES
+                ),
+            ));
+        }
+
         let zstd_level = t.zstd_level;
         if let Some(zstd_level) = zstd_level
             && !(1..=19).contains(&zstd_level)
@@ -531,6 +542,7 @@ fn tunnels(
             primer,
             window: t.window,
             keep: t.keep,
+            lanes,
             zstd_level,
         });
     }

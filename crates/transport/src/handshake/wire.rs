@@ -25,8 +25,10 @@ use llmpack_frame::{Error, ModelId, Result};
 use sha2::{Digest, Sha256};
 
 /// Handshake protocol version this build speaks (2: `lm` tables mix in the
-/// codec's match model, so frames of version 1 peers would not decode).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// codec's match model, so frames of version 1 peers would not decode; 3: a
+/// stream's `Open` names its lanes, and `lm` frames of a tunnel with more
+/// than one carry a segment table).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// First bytes of a [`Hello`].
 pub const HELLO_MAGIC: [u8; 8] = *b"LLMPKH1\0";
 /// First bytes of a [`Reply`].
