@@ -30,17 +30,17 @@ use llmpack_codec::{
     ByteVocab, DecodeError, EncodedFrame, LaneId, LmParams, Policy, StreamConfig, StreamDecoder,
     StreamEncoder, Vocabulary,
 };
+use llmpack_frame::fec_items::{ITEM_PAYLOAD, ItemKind};
 use llmpack_frame::policy::{self, Choice};
-use llmpack_frame::protocol::{
-    FinStep, FrameStep, Inbound, Inbox, ProtoError, Receiving, Restarted, Sending,
-};
+use llmpack_frame::protocol::{FinStep, FrameStep, Inbound, Inbox, Receiving, Restarted, Sending};
 use llmpack_frame::{FrameHeader, Msg};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::fec_link::{Attached, FecRx, FecTx, ITEM_PAYLOAD, KIND_END, KIND_MSGS};
+use crate::error::ConnError;
+use crate::fec_link::{Attached, FecRx, FecTx};
 use crate::load::{ConnCosts, InFlight, LinkLoad};
 use crate::sched::{SchedError, Scheduler, Work};
 
@@ -210,37 +210,6 @@ pub struct Limits {
     pub flush_idle: Duration,
     /// ... or until its first byte has waited this long.
     pub flush_max: Duration,
-}
-
-/// Why a connection ended abnormally.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnError {
-    /// The local socket failed.
-    #[error("socket: {0}")]
-    Socket(#[from] std::io::Error),
-    /// The QUIC stream failed (link lost, peer reset the stream).
-    #[error("link stream: {0}")]
-    Stream(String),
-    /// The peer sent something that breaks the stream protocol.
-    #[error("peer protocol error: {0}")]
-    Protocol(String),
-    /// The receiver refused the connection.
-    #[error("refused by the receiver: {0}")]
-    Refused(String),
-    /// The model scheduler failed.
-    #[error(transparent)]
-    Sched(#[from] SchedError),
-}
-
-impl From<ProtoError> for ConnError {
-    fn from(e: ProtoError) -> Self {
-        match e {
-            ProtoError::Refused(r) => ConnError::Refused(r),
-            ProtoError::Violation(v) => ConnError::Protocol(v),
-            e => ConnError::Protocol(e.to_string()),
-        }
-    }
 }
 
 impl Coding {
@@ -454,7 +423,7 @@ async fn read_fec(
             it = rx.recv() => {
                 inbox.opened();
                 return match it {
-                    Some(it) if it.kind() == KIND_MSGS => {
+                    Some(it) if it.kind() == ItemKind::Msgs => {
                         inbox.push(it.payload());
                         Ok(true)
                     }
@@ -564,14 +533,14 @@ async fn writer(
                 .map_err(|e| ConnError::Stream(e.to_string()))?,
             Some(tx) => {
                 for chunk in buf.chunks(ITEM_PAYLOAD) {
-                    tx.send(KIND_MSGS, chunk).await?;
+                    tx.send(ItemKind::Msgs, chunk).await?;
                 }
             }
         }
         coding.metrics.link[Dir::Out as usize].increment(buf.len() as u64);
     }
     if let Some(tx) = &mut fec {
-        tx.send(KIND_END, &[]).await?;
+        tx.send(ItemKind::End, &[]).await?;
         // The stream carried only Open / Opened; its end tells nothing.
         let _ = send.finish();
         return Ok(());
