@@ -2,6 +2,7 @@
 //! and dial, the inference scheduler and the metrics export.
 #![warn(missing_docs)]
 
+pub mod coding;
 pub mod config;
 pub mod conn;
 pub mod error;

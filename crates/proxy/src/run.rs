@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use llmpack_codec::{LmParams, Vocabulary};
+use llmpack_frame::outgoing::FrameLimits;
 use llmpack_transport::ModelInfo;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, Role};
-use crate::conn::Limits;
 use crate::running::Running;
 use crate::sched::Scheduler;
 use crate::shared::{ModelRt, Shared};
@@ -103,7 +103,7 @@ pub async fn start_with(config: Config, model: Option<ModelParts>) -> Result<Run
             .await
             .context("model loading task")??
     };
-    let limits = Limits {
+    let limits = FrameLimits {
         frame: config.limits.frame as usize,
         buffer: config.limits.buffer,
         flush_idle: config.limits.flush_idle,

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llmpack_codec::{ByteVocab, LmParams, Vocabulary};
+use llmpack_frame::outgoing::FrameLimits;
 use llmpack_transport::{ModelInfo, Tuning};
 use tokio::sync::Semaphore;
 
+use crate::coding::Coding;
 use crate::config::{FecSettings, LinkConfig, LinkMode, Role, TunnelConfig};
-use crate::conn::{Coding, Limits};
 use crate::fec_link::FecLink;
 use crate::sched::Scheduler;
 
@@ -29,7 +30,7 @@ pub(crate) struct ModelRt {
 pub(crate) struct Shared {
     pub role: Role,
     pub model: Option<ModelRt>,
-    pub limits: Limits,
+    pub limits: FrameLimits,
     pub max_delay: Duration,
     pub slots: Arc<Semaphore>,
     pub max_connections: usize,
@@ -103,7 +104,7 @@ impl Shared {
             sched: model.map(|m| m.sched.clone()),
             max_delay: self.max_delay,
             limits: self.limits,
-            metrics: crate::conn::ConnMetrics::new(&t.name, self.role_label()),
+            metrics: crate::coding::ConnMetrics::new(&t.name, self.role_label()),
             link,
         }
     }
