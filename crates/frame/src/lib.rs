@@ -1,5 +1,6 @@
 //! LLMPack wire format: the frame header every coded chunk carries, the
-//! messages of a tunnel stream, the `pack` file container, and the limits that bound everything a peer or a file can
+//! messages of a tunnel stream, the `datagram-fec` items and fallback blocks,
+//! the `pack` file container, and the limits that bound everything a peer or a file can
 //! make us allocate.
 //!
 //! This crate is plain data and parsing. It must not depend on the codec, the
@@ -11,7 +12,9 @@
 #![warn(missing_docs)]
 
 mod container;
+pub mod fec_items;
 mod frame;
+pub mod outgoing;
 pub mod policy;
 pub mod protocol;
 mod stream;

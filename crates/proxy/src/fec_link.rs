@@ -9,15 +9,8 @@
 //! on a fresh unidirectional QUIC stream, which is reliable: nothing is lost.
 //!
 //! Each connection keeps its QUIC stream for `Open` / `Opened` / `Refused`
-//! and for resets; its later messages go into items:
-//!
-//! ```text
-//! item  = stream u64 | seq u32 | kind u8 | payload       (little-endian)
-//! kind 0: payload is the next bytes of the direction's messages
-//!         (llmpack_frame::Msg; a message may span items, at most 64 KiB each)
-//! kind 1: the end of this direction (no payload)
-//! ```
-//!
+//! and for resets; its later messages go into items
+//! ([`llmpack_frame::fec_items`]: the item and fallback wire formats).
 //! `stream` is the QUIC stream id of the connection, `seq` counts the
 //! connection's items in this direction from 0. The decoder hands out a
 //! block as soon as it is decoded (a stalled block holds back only the
@@ -25,29 +18,22 @@
 //! connection's items back in `seq` order. Items of a connection the
 //! receiver has not opened yet (they can overtake `Open` on its stream) wait
 //! in the table, bounded in bytes and time.
-//!
-//! Fallback stream: `block u32 | count u32 | (len u32 | item)*`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use llmpack_fec::{BlockDecoder, BlockEncoder, EncoderStats, Fallback, FecError, Feedback};
+use llmpack_frame::fec_items::{FallbackBlock, ITEM_HEADER, ITEM_PAYLOAD, ItemHeader, ItemKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::config::FecSettings;
-use crate::conn::ConnError;
+use crate::error::ConnError;
 
-/// Item kind: stream messages.
-pub(crate) const KIND_MSGS: u8 = 0;
-/// Item kind: end of the direction.
-pub(crate) const KIND_END: u8 = 1;
-/// Bytes before an item's payload.
-pub(crate) const ITEM_HEADER: usize = 13;
 /// Items held for connections not opened yet, or out of order, in all.
 const MAX_LOOSE_BYTES: usize = 32 << 20;
 /// Connections the table tracks at once (open, waiting, recently ended).
@@ -132,18 +118,13 @@ impl Routes {
     }
 
     /// Routes one decoded item; returns why it was dropped, if it was.
-    fn dispatch(&mut self, item: Vec<u8>, now: Instant) -> Result<(), &'static str> {
-        if item.len() < ITEM_HEADER {
-            return Err("item shorter than its header");
-        }
-        let mut h = &item[..ITEM_HEADER];
-        let (id, seq, kind) = (h.get_u64_le(), h.get_u32_le(), h.get_u8());
-        if kind > KIND_END {
-            return Err("unknown item kind");
-        }
+    fn dispatch(&mut self, item: Vec<u8>, now: Instant) -> Result<(), String> {
+        let ItemHeader {
+            stream: id, seq, ..
+        } = ItemHeader::check(&item).map_err(|e| e.to_string())?;
         if !self.map.contains_key(&id) {
             if self.map.len() >= MAX_ROUTES {
-                return Err("too many connections at once");
+                return Err("too many connections at once".into());
             }
             self.map
                 .insert(id, Route::new(State::Early(VecDeque::new()), now));
@@ -157,7 +138,7 @@ impl Routes {
             || self.loose + len > MAX_LOOSE_BYTES
         {
             self.kill(id, now);
-            return Err("a connection's unread data exceeds its bound");
+            return Err("a connection's unread data exceeds its bound".into());
         }
         r.bytes.fetch_add(len, Ordering::Relaxed);
         r.held.insert(seq, item);
@@ -241,10 +222,6 @@ impl std::fmt::Debug for FecLink {
     }
 }
 
-/// Largest payload of one item: a writer cuts its bytes into items of at
-/// most this, the reader joins them again (messages may span items).
-pub(crate) const ITEM_PAYLOAD: usize = 64 << 10;
-
 /// A connection's sending half on the FEC link.
 pub(crate) struct FecTx {
     id: u64,
@@ -254,13 +231,16 @@ pub(crate) struct FecTx {
 
 impl FecTx {
     /// Sends `payload` (at most [`ITEM_PAYLOAD`] bytes) as an item of `kind`.
-    pub async fn send(&mut self, kind: u8, payload: &[u8]) -> Result<(), ConnError> {
+    pub async fn send(&mut self, kind: ItemKind, payload: &[u8]) -> Result<(), ConnError> {
         debug_assert!(payload.len() <= ITEM_PAYLOAD);
         let mut item = Vec::with_capacity(ITEM_HEADER + payload.len());
-        item.put_u64_le(self.id);
-        item.put_u32_le(self.seq);
-        item.put_u8(kind);
-        item.put_slice(payload);
+        let header = ItemHeader {
+            stream: self.id,
+            seq: self.seq,
+            kind,
+        };
+        header.encode(&mut item);
+        item.extend_from_slice(payload);
         self.seq = self.seq.wrapping_add(1);
         self.items
             .send(item)
@@ -281,25 +261,30 @@ pub(crate) struct FecRx {
 impl FecRx {
     /// The peer's next item for this connection; `None` when the link is
     /// gone or this connection's data was dropped.
-    pub async fn recv(&mut self) -> Option<Item> {
+    pub async fn recv(&mut self) -> Option<Received> {
         let item = self.rx.recv().await?;
         self.bytes.fetch_sub(item.len(), Ordering::Relaxed);
-        Some(Item(item))
+        // Routing passed only items that check.
+        let kind = ItemHeader::check(&item).ok()?.kind;
+        Some(Received { kind, item })
     }
 }
 
-/// A received item, header included (routing checked its length).
-pub(crate) struct Item(Vec<u8>);
+/// A received item, header included.
+pub(crate) struct Received {
+    kind: ItemKind,
+    item: Vec<u8>,
+}
 
-impl Item {
-    /// [`KIND_MSGS`] or [`KIND_END`].
-    pub fn kind(&self) -> u8 {
-        self.0[ITEM_HEADER - 1]
+impl Received {
+    /// What the item carries.
+    pub fn kind(&self) -> ItemKind {
+        self.kind
     }
 
     /// The bytes after the header.
     pub fn payload(&self) -> &[u8] {
-        &self.0[ITEM_HEADER..]
+        &self.item[ITEM_HEADER..]
     }
 }
 
@@ -603,14 +588,14 @@ fn on_datagram(enc: &mut BlockEncoder, dec: &mut BlockDecoder, now: std::time::I
 
 /// Sends a given-up block's items on a unidirectional stream.
 async fn send_fallback(conn: quinn::Connection, f: Fallback) {
-    let mut buf = Vec::new();
-    buf.put_u32_le(f.block);
-    buf.put_u32_le(u32::try_from(f.items.len()).unwrap_or(u32::MAX));
-    for it in &f.items {
-        buf.put_u32_le(u32::try_from(it.len()).unwrap_or(u32::MAX));
-        buf.put_slice(it);
-    }
+    let block = f.block;
+    let fb = FallbackBlock {
+        block,
+        items: f.items,
+    };
     let r = async {
+        let mut buf = Vec::new();
+        fb.encode(&mut buf).map_err(|e| e.to_string())?;
         let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
         s.write_all(&buf).await.map_err(|e| e.to_string())?;
         s.finish().map_err(|e| e.to_string())
@@ -618,33 +603,11 @@ async fn send_fallback(conn: quinn::Connection, f: Fallback) {
     .await;
     match r {
         Err(e) if conn.close_reason().is_none() => {
-            warn!(block = f.block, error = %e, "FEC fallback not sent");
+            warn!(block, error = %e, "FEC fallback not sent");
         }
-        Err(e) => debug!(block = f.block, error = %e, "FEC fallback not sent: link closed"),
+        Err(e) => debug!(block, error = %e, "FEC fallback not sent: link closed"),
         Ok(()) => {}
     }
-}
-
-/// Parses a fallback stream's bytes.
-fn parse_fallback(mut b: &[u8]) -> Option<(u32, Vec<Vec<u8>>)> {
-    if b.len() < 8 {
-        return None;
-    }
-    let block = b.get_u32_le();
-    let n = b.get_u32_le();
-    let mut items = Vec::new();
-    for _ in 0..n {
-        if b.len() < 4 {
-            return None;
-        }
-        let len = usize::try_from(b.get_u32_le()).ok()?;
-        if b.len() < len {
-            return None;
-        }
-        items.push(b[..len].to_vec());
-        b.advance(len);
-    }
-    b.is_empty().then_some((block, items))
 }
 
 async fn accept_fallbacks(conn: quinn::Connection, tx: mpsc::Sender<(u32, Vec<Vec<u8>>)>) {
@@ -653,11 +616,13 @@ async fn accept_fallbacks(conn: quinn::Connection, tx: mpsc::Sender<(u32, Vec<Ve
         let conn = conn.clone();
         tokio::spawn(async move {
             match s.read_to_end(MAX_FALLBACK_LEN).await {
-                Ok(b) => match parse_fallback(&b) {
-                    Some(f) => {
-                        let _ = tx.send(f).await;
+                Ok(b) => match FallbackBlock::parse(&b) {
+                    Ok(f) => {
+                        let _ = tx.send((f.block, f.items)).await;
                     }
-                    None => warn!("malformed FEC fallback stream from the peer; dropped"),
+                    Err(e) => {
+                        warn!(error = %e, "malformed FEC fallback stream from the peer; dropped")
+                    }
                 },
                 Err(e) if conn.close_reason().is_none() => {
                     warn!(error = %e, "FEC fallback stream failed");
@@ -672,11 +637,19 @@ async fn accept_fallbacks(conn: quinn::Connection, tx: mpsc::Sender<(u32, Vec<Ve
 mod tests {
     use super::*;
 
+    const KIND_MSGS: u8 = ItemKind::Msgs as u8;
+    const KIND_END: u8 = ItemKind::End as u8;
+
+    /// An item's bytes; `kind` as a byte, so that tests can send unknown ones.
     fn item(id: u64, seq: u32, kind: u8, payload: &[u8]) -> Vec<u8> {
         let mut b = Vec::new();
-        b.put_u64_le(id);
-        b.put_u32_le(seq);
-        b.put_u8(kind);
+        let h = ItemHeader {
+            stream: id,
+            seq,
+            kind: ItemKind::Msgs,
+        };
+        h.encode(&mut b);
+        b[ITEM_HEADER - 1] = kind;
         b.extend_from_slice(payload);
         b
     }
@@ -757,23 +730,5 @@ mod tests {
                 last = Some(seq);
             }
         }
-    }
-
-    #[test]
-    fn fallback_streams_parse_strictly() {
-        let mut b = Vec::new();
-        b.put_u32_le(7);
-        b.put_u32_le(2);
-        b.put_u32_le(1);
-        b.put_u8(b'x');
-        b.put_u32_le(0);
-        assert_eq!(parse_fallback(&b), Some((7, vec![b"x".to_vec(), vec![]])));
-        assert_eq!(parse_fallback(&b[..b.len() - 1]), None);
-        let mut long = b.clone();
-        long.push(0);
-        assert_eq!(parse_fallback(&long), None);
-        let mut huge = b[..8].to_vec();
-        huge.put_u32_le(u32::MAX);
-        assert_eq!(parse_fallback(&huge), None);
     }
 }

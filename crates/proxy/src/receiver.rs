@@ -19,7 +19,8 @@ use tracing::{info, warn};
 use crate::config::{Config, TunnelConfig};
 use crate::conn::{abort, carry};
 use crate::fec_link::{FecLink, stream_key};
-use crate::run::{Running, Shared, running, transport_tuning};
+use crate::running::Running;
+use crate::shared::{Shared, transport_tuning};
 
 /// How long a new stream may take to name its tunnel.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +95,7 @@ pub(crate) async fn start(
     });
     let (_up_tx, up_rx) = watch::channel(true);
     std::mem::forget(_up_tx);
-    Ok(running(
+    Ok(Running::new(
         HashMap::new(),
         Some(at),
         metrics,

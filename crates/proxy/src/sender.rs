@@ -17,9 +17,11 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::{Config, LinkConfig, TunnelConfig};
-use crate::conn::{ConnError, abort, carry};
+use crate::conn::{abort, carry};
+use crate::error::ConnError;
 use crate::fec_link::{FecLink, stream_key};
-use crate::run::{Running, Shared, running, transport_tuning};
+use crate::running::Running;
+use crate::shared::{Shared, transport_tuning};
 
 /// How long a new client waits for the link to come up before it is closed.
 const LINK_WAIT: Duration = Duration::from_secs(10);
@@ -94,7 +96,9 @@ pub(crate) async fn start(
         addrs.insert(t.name.clone(), at);
         tasks.spawn(accept_loop(l, t.clone(), shared.clone(), link_rx.clone()));
     }
-    Ok(running(addrs, None, metrics, up_rx, tasks, stop, endpoint))
+    Ok(Running::new(
+        addrs, None, metrics, up_rx, tasks, stop, endpoint,
+    ))
 }
 
 async fn link_loop(
