@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
         rule,
         zstd_level: None,
         max_delay: Duration::from_millis(50),
+        lanes: 1,
     });
     let m = Measured {
         model_secs_per_byte: (cfg[3] & 4 != 0).then_some(1e-6),

@@ -71,6 +71,9 @@ pub struct OutgoingConfig {
     pub zstd_level: Option<i32>,
     /// Most time the model may add to a frame's delivery.
     pub max_delay: Duration,
+    /// Lanes a model frame may be coded on at once (see
+    /// [`policy::Inputs::lanes`]).
+    pub lanes: usize,
 }
 
 /// What the tunnel measured, handed in when a frame is cut.
@@ -301,6 +304,7 @@ impl Outgoing {
             frame: c.limits.frame,
             forced: c.rule == CodecRule::Lm,
             model_secs_per_byte: model,
+            lanes: c.lanes,
             max_delay: c.max_delay.as_secs_f64(),
             link_rate: m.link_rate as f64,
             link_queue: m.link_busy_secs * m.link_rate as f64,

@@ -229,19 +229,15 @@ impl Coding {
             },
             zstd_level: self.zstd_level,
             max_delay: self.max_delay,
+            lanes: usize::from(self.lanes),
         }
     }
 
     /// What the codec choice decides from now, for a connection whose
-    /// frames got `costs` and that has `waiting` bytes to send.
-    pub(crate) fn measured(&self, costs: &ConnCosts, waiting: usize) -> Measured {
-        // The segments a frame of what is waiting would be cut into
-        // (llmpack_codec::segments: 512 tokens each at least, ~3 bytes a token).
-        let tokens = waiting.min(self.limits.frame) / 3;
-        let segments = (tokens / llmpack_codec::segments::MIN_SEGMENT_TOKENS)
-            .clamp(1, usize::from(self.lanes.max(1)));
+    /// frames got `costs`.
+    pub(crate) fn measured(&self, costs: &ConnCosts) -> Measured {
         Measured {
-            model_secs_per_byte: self.sched.as_ref().map(|s| s.secs_per_byte(segments)),
+            model_secs_per_byte: self.sched.as_ref().map(Scheduler::secs_per_byte),
             link_rate: self.link.rate(),
             link_busy_secs: self.link.busy_secs(),
             lm_cost: costs.lm(&self.link),

@@ -394,11 +394,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
     let mut buf = BytesMut::new();
     let mut in_flight: Option<(Coded, Vec<u8>)> = None;
     let result = 'pump: loop {
-        loop {
-            let waiting = o.proto.pending();
-            let Some(step) = o.proto.poll(now(), || coding.measured(&o.costs, waiting))? else {
-                break;
-            };
+        while let Some(step) = o.proto.poll(now(), || coding.measured(&o.costs))? {
             match step {
                 Step::Restart(r) => o.restart(r).await?,
                 Step::Fin => o.msg(Msg::Fin).await?,

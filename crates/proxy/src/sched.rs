@@ -74,8 +74,7 @@ struct Shared {
     next_lane: AtomicU64,
     /// Coders in progress or queued.
     active: AtomicUsize,
-    /// Exponential average of a one-row model call's duration, nanoseconds
-    /// (each call's time over its [`call_cost`]).
+    /// Exponential average of one round's duration, nanoseconds.
     round_ns: AtomicU64,
     max_batch: usize,
 }
@@ -145,15 +144,21 @@ impl Scheduler {
         let _ = self.tx.send(Cmd::Release(lane));
     }
 
-    /// Seconds per input byte a frame cut into `segments` segments (see
-    /// `llmpack_codec::segments`) would take if it joined now: its rounds
-    /// (one token of every segment each, 3 bytes per token) times the cost
-    /// of a call of its rows beside one row for every coder in progress.
-    pub fn secs_per_byte(&self, segments: usize) -> f64 {
+    /// Seconds per input byte a one-lane frame that joined now would take:
+    /// its tokens (3 bytes each) times the measured time of a model call,
+    /// which grows by about one coder's share with each coder joining
+    /// (frames on several lanes: `llmpack_frame::policy` scales this).
+    pub fn secs_per_byte(&self) -> f64 {
         let active = self.shared.active.load(Ordering::Relaxed) as f64;
-        let unit = self.shared.round_ns.load(Ordering::Relaxed) as f64 * 1e-9;
-        let s = segments.max(1) as f64;
-        unit * call_cost(active + s) / (s * BYTES_PER_TOKEN)
+        let round = self.shared.round_ns.load(Ordering::Relaxed) as f64 * 1e-9;
+        // Alone it runs at the measured round; with others, a round grows
+        // by about one coder's step.
+        let grow = if active > 0.0 {
+            1.0 + 1.0 / active
+        } else {
+            1.0
+        };
+        round * grow / BYTES_PER_TOKEN
     }
 
     /// Coders in progress or waiting for the model.
@@ -170,16 +175,6 @@ const RETIME_FIRST: Duration = Duration::from_secs(10);
 /// How long the scheduler waits idle before it times a step again (at
 /// least; at most ~1 % of idle time goes to it).
 const RETIME_IDLE: Duration = Duration::from_secs(60);
-
-/// What each row of a model call beyond the first adds, as a share of a
-/// one-row call (`llmpack speed`, default model, 2 CPU cores: 2.1 ms at 1
-/// row per call, 4.0 ms at 3.6, 7.9 ms at 12, 23 ms at 45).
-const ROW_COST: f64 = 0.3;
-
-/// A call of `rows` rows, in one-row calls.
-fn call_cost(rows: f64) -> f64 {
-    1.0 + ROW_COST * (rows - 1.0).max(0.0)
-}
 
 /// Input bytes per token assumed by the estimates (a byte-level BPE
 /// vocabulary of a few thousand tokens makes ~3 on text).
@@ -338,10 +333,7 @@ fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared
         // Only rounds of one-token steps time a round: a prime runs a whole
         // context in one call and would make every later estimate too slow.
         if batch.iter().all(|(_, r)| matches!(r, Request::Step { .. })) {
-            let one_row = took.as_secs_f64() / call_cost(batch.len() as f64);
-            // Non-negative; saturates on a float that large.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let ns = (one_row * 1e9) as u64;
+            let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
             let old = shared.round_ns.load(Ordering::Relaxed);
             shared
                 .round_ns

@@ -20,6 +20,7 @@ fn outgoing(l: FrameLimits, rule: CodecRule) -> Outgoing {
         rule,
         zstd_level: None,
         max_delay: Duration::from_secs(2),
+        lanes: 1,
     })
 }
 
@@ -312,6 +313,7 @@ fn a_link_faster_than_zstd_skips_it_but_probes_it() {
         rule: CodecRule::Auto,
         zstd_level: Some(7),
         max_delay: Duration::ZERO,
+        lanes: 1,
     });
     o.handle_read(t0, b"x");
     let Some(Step::Frame(c)) = o.poll(t0, || fast).unwrap() else {
