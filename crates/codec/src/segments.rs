@@ -7,10 +7,10 @@
 //! fills a batch on its own. Both ends must agree on the rule here; it is part
 //! of the format.
 //!
-//! - **The split** ([`split`]): `S = clamp(n / MIN_SEGMENT_TOKENS, 1, lanes)`
+//! - **The split**: `S = clamp(n / MIN_SEGMENT_TOKENS, 1, lanes)`
 //!   segments of as equal token counts as possible, each boundary moved one
 //!   token later where it would separate an escape token from its byte.
-//! - **Lockstep** ([`fed_per_segment`]): the encoder codes in rounds, one
+//! - **Lockstep**: the encoder codes in rounds, one
 //!   token of every unfinished segment per round, in segment order. A frame
 //!   that stops early (the model loses to zstd) has fed its first `fed`
 //!   tokens in that order, which the decoder repeats from `fed` alone.
