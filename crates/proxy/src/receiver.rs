@@ -288,12 +288,21 @@ async fn answer(
     slot.write_ours().await
 }
 
-/// Refuses the connection with `reason`, on both paths.
-async fn refuse(mut slot: StreamSlot, fec: Option<&mut Attached>, reason: String) {
-    let ok = answer(&mut slot, fec, Msg::Refused { reason })
+/// Refuses the connection with `reason`, on both paths. Its items are
+/// dropped from here on, while its stream may still be to come.
+async fn refuse(mut slot: StreamSlot, mut fec: Option<Attached>, reason: String) {
+    let ok = answer(&mut slot, fec.as_mut(), Msg::Refused { reason })
         .await
         .is_ok();
+    drop(fec);
     slot.close(ok).await;
+}
+
+/// Ends a connection that never opened: its items are dropped at once, its
+/// stream (here or to come) is reset.
+async fn give_up(slot: StreamSlot, fec: Option<Attached>) {
+    drop(fec);
+    slot.close(false).await;
 }
 
 /// One connection: its `Open` checked, its target dialled, its data carried.
@@ -319,12 +328,12 @@ async fn connection(id: u64, mut slot: StreamSlot, ctx: Arc<Ctx>) {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
             warn!(stream = id, error = %e, "stream did not open a tunnel");
-            slot.close(false).await;
+            give_up(slot, attached).await;
             return;
         }
         Err(_) => {
             warn!(stream = id, "stream did not name a tunnel in time");
-            slot.close(false).await;
+            give_up(slot, attached).await;
             return;
         }
     };
@@ -337,13 +346,13 @@ async fn connection(id: u64, mut slot: StreamSlot, ctx: Arc<Ctx>) {
     } = open
     else {
         // `Opening::receiver` lets only `Open` through.
-        slot.close(false).await;
+        give_up(slot, attached).await;
         return;
     };
     let Some(t) = ctx.tunnels.get(&name) else {
         warn!(tunnel = %name, "sender asked for a tunnel this receiver does not have");
         let reason = format!("the receiver has no tunnel named {name:?}");
-        refuse(slot, attached.as_mut(), reason).await;
+        refuse(slot, attached, reason).await;
         return;
     };
     let shared = &ctx.shared;
@@ -356,7 +365,7 @@ async fn connection(id: u64, mut slot: StreamSlot, ctx: Arc<Ctx>) {
         let reason = format!(
             "tunnel {name}: primer, window/keep or lanes differ between sender and receiver configs"
         );
-        refuse(slot, attached.as_mut(), reason).await;
+        refuse(slot, attached, reason).await;
         return;
     }
     let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
@@ -364,7 +373,7 @@ async fn connection(id: u64, mut slot: StreamSlot, ctx: Arc<Ctx>) {
         metrics::counter!("llmpack_connections_refused_total", "tunnel" => name.clone(), "reason" => "max_connections")
             .increment(1);
         let reason = "the receiver is at limits.max_connections".into();
-        refuse(slot, attached.as_mut(), reason).await;
+        refuse(slot, attached, reason).await;
         return;
     };
     let target = t.target.clone().unwrap_or_default();
@@ -374,17 +383,12 @@ async fn connection(id: u64, mut slot: StreamSlot, ctx: Arc<Ctx>) {
             warn!(tunnel = %name, %target, error = %e, "target unreachable; refusing the connection");
             metrics::counter!("llmpack_connections_refused_total", "tunnel" => name.clone(), "reason" => "target")
                 .increment(1);
-            refuse(slot, attached.as_mut(), format!("target {target}: {e}")).await;
+            refuse(slot, attached, format!("target {target}: {e}")).await;
             return;
         }
         Err(_) => {
             warn!(tunnel = %name, %target, "target did not answer in time; refusing the connection");
-            refuse(
-                slot,
-                attached.as_mut(),
-                format!("target {target}: timed out"),
-            )
-            .await;
+            refuse(slot, attached, format!("target {target}: timed out")).await;
             return;
         }
     };
@@ -393,7 +397,7 @@ async fn connection(id: u64, mut slot: StreamSlot, ctx: Arc<Ctx>) {
         .await
         .is_err()
     {
-        slot.close(false).await;
+        give_up(slot, attached).await;
         return;
     }
     let gauge = metrics::gauge!("llmpack_active_connections", "tunnel" => name.clone(), "role" => "receiver");
