@@ -139,17 +139,50 @@ async fn refused_target_closes_the_client_and_the_link_goes_on() {
     let closed = closed_port();
     let echo = echo_server().await;
     let tunnels = [tunnel("gone", "zstd", closed), tunnel("e", "zstd", echo)];
-    let o = fec_opts("");
-    let rc = receiver_config(&dir, "127.0.0.1:0", &tunnels, &o);
-    let receiver = llmpack_proxy::start(rc).await.unwrap();
-    let sc = sender_config(&dir, receiver.link.unwrap(), &tunnels, &o);
-    let sender = llmpack_proxy::start(sc).await.unwrap();
+    let Pair { receiver, sender } = pair(&dir, &tunnels, &fec_opts("")).await;
     assert!(link_up(&sender, Duration::from_secs(10)).await);
     for _ in 0..3 {
         assert!(closed_soon(sender.tunnels["gone"], Duration::from_secs(5)).await);
     }
     assert!(*sender.link_up.borrow());
     echo_all(&sender, 2, 32 << 10).await;
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}
+
+/// The sender's `Open` is held off its QUIC stream, as if every packet that
+/// carries it were lost: the receiver opens each connection from its first
+/// FEC item, and the bytes go through exact. Released, the late streams
+/// close cleanly and the link goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_open_from_their_first_item_without_the_stream() {
+    let dir = scratch("fec-held-open");
+    keys(&dir);
+    let echo = echo_server().await;
+    let tunnels = [tunnel("held", "zstd", echo)];
+    let Pair { receiver, sender } = pair(&dir, &tunnels, &fec_opts("")).await;
+    assert!(link_up(&sender, Duration::from_secs(10)).await);
+    let addr = sender.tunnels["held"];
+    let exact = |i: u64| async move {
+        let mut data = real_text(20_000)[..20_000].to_vec();
+        data.extend_from_slice(&random(30_000, i));
+        let back = tokio::time::timeout(Duration::from_secs(30), exchange(addr, &data))
+            .await
+            .expect("the connection did not wait for its stream")
+            .unwrap();
+        assert_eq!(sha(&back), sha(&data), "connection {i}");
+    };
+    let hold = llmpack_proxy::testing::hold_stream_open("held");
+    for i in 0..3 {
+        exact(i).await;
+    }
+    drop(hold);
+    exact(9).await;
+    // The late streams found their connections: the link is still up and
+    // nothing was refused.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(*sender.link_up.borrow());
+    exact(10).await;
     sender.shutdown().await;
     receiver.shutdown().await;
 }

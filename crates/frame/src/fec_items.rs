@@ -8,6 +8,10 @@
 //!                            messages (a message may span items), at most
 //!                            ITEM_PAYLOAD bytes
 //!             kind 1 (End):  the end of this direction; no payload
+//!             kind 2 (Open): the connection's opening message, whole (a
+//!                            stream message: Open from the sender, Opened
+//!                            or Refused from the receiver), at most
+//!                            MAX_OPENING bytes; only as item 0
 //! fallback  = block u32 | count u32 | (len u32 | item) * count  (little-endian)
 //! ```
 //!
@@ -16,7 +20,7 @@
 
 use bytes::{Buf, BufMut};
 
-use crate::{Error, Result, need};
+use crate::{Error, MAX_REASON_LEN, Msg, Result, need};
 
 /// Bytes before an item's payload.
 pub const ITEM_HEADER: usize = 13;
@@ -28,6 +32,10 @@ pub const ITEM_PAYLOAD: usize = 64 << 10;
 /// Largest item, header included.
 pub const MAX_ITEM: usize = ITEM_HEADER + ITEM_PAYLOAD;
 
+/// Largest payload of an [`ItemKind::Open`] item: the longest opening
+/// message, a `Refused` (tag, reason length, reason); an `Open` is shorter.
+pub const MAX_OPENING: usize = 3 + MAX_REASON_LEN;
+
 /// What an item carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemKind {
@@ -35,6 +43,9 @@ pub enum ItemKind {
     Msgs = 0,
     /// The end of the direction.
     End = 1,
+    /// The connection's opening message (see [`encode_opening`]), so that
+    /// it need not wait for the connection's QUIC stream.
+    Open = 2,
 }
 
 impl ItemKind {
@@ -48,6 +59,7 @@ impl ItemKind {
         match b {
             0 => Ok(ItemKind::Msgs),
             1 => Ok(ItemKind::End),
+            2 => Ok(ItemKind::Open),
             _ => Err(Error::invalid("FEC item", format!("unknown kind {b}"))),
         }
     }
@@ -86,18 +98,26 @@ impl ItemHeader {
     pub fn check(item: &[u8]) -> Result<Self> {
         let mut b = item;
         let h = ItemHeader::decode(&mut b)?;
-        check_payload(h.kind, b.len())?;
+        check_payload(h, b.len())?;
         Ok(h)
     }
 }
 
-fn check_payload(kind: ItemKind, len: usize) -> Result<()> {
-    match kind {
+fn check_payload(h: ItemHeader, len: usize) -> Result<()> {
+    match h.kind {
         ItemKind::Msgs if len > ITEM_PAYLOAD => Err(Error::invalid(
             "FEC item",
             format!("payload of {len} bytes, more than {ITEM_PAYLOAD}"),
         )),
         ItemKind::End if len > 0 => Err(Error::invalid("FEC item", "End item with a payload")),
+        ItemKind::Open if h.seq != 0 => Err(Error::invalid(
+            "FEC item",
+            format!("Open item with seq {}, not 0", h.seq),
+        )),
+        ItemKind::Open if len == 0 || len > MAX_OPENING => Err(Error::invalid(
+            "FEC item",
+            format!("Open item of {len} bytes (1 to {MAX_OPENING})"),
+        )),
         _ => Ok(()),
     }
 }
@@ -122,11 +142,55 @@ impl Item {
     pub fn decode(buf: &mut impl Buf) -> Result<Self> {
         let header = ItemHeader::decode(buf)?;
         let len = buf.remaining();
-        check_payload(header.kind, len)?;
+        check_payload(header, len)?;
         let mut payload = vec![0; len];
         buf.copy_to_slice(&mut payload);
         Ok(Item { header, payload })
     }
+}
+
+/// Whether `m` may open a connection: `Open`, `Opened` or `Refused`.
+fn is_opening(m: &Msg) -> bool {
+    matches!(m, Msg::Open { .. } | Msg::Opened | Msg::Refused { .. })
+}
+
+/// Appends the payload of an [`ItemKind::Open`] item: `m` in its stream
+/// encoding. Any other message than `Open`, `Opened` or `Refused` is
+/// refused (this end sends none).
+pub fn encode_opening(m: &Msg, buf: &mut impl BufMut) -> Result<()> {
+    if !is_opening(m) {
+        return Err(Error::invalid("FEC opening", "not an opening message"));
+    }
+    m.encode(buf);
+    Ok(())
+}
+
+/// Reads the payload of an [`ItemKind::Open`] item, which fills the rest of
+/// `buf`: exactly one `Open`, `Opened` or `Refused`, nothing after it. A
+/// payload cut short is [`Error::Invalid`], not incomplete: an item is
+/// whole.
+pub fn decode_opening(buf: &mut impl Buf) -> Result<Msg> {
+    let len = buf.remaining();
+    if len > MAX_OPENING {
+        return Err(Error::invalid(
+            "FEC opening",
+            format!("{len} bytes, more than {MAX_OPENING}"),
+        ));
+    }
+    let m = Msg::decode(buf).map_err(|e| match e {
+        Error::Incomplete { .. } => Error::invalid("FEC opening", "message cut short"),
+        e => e,
+    })?;
+    if !is_opening(&m) {
+        return Err(Error::invalid("FEC opening", "not an opening message"));
+    }
+    if buf.has_remaining() {
+        return Err(Error::invalid(
+            "FEC opening",
+            format!("{} bytes after the message", buf.remaining()),
+        ));
+    }
+    Ok(m)
 }
 
 /// A block's items resent on a reliable stream.
@@ -264,6 +328,96 @@ mod tests {
         let mut b = Vec::new();
         item(1, 2, ItemKind::End, b"x").encode(&mut b);
         assert!(matches!(ItemHeader::check(&b), Err(Error::Invalid { .. })));
+    }
+
+    fn opening(m: &Msg) -> Vec<u8> {
+        let mut b = Vec::new();
+        encode_opening(m, &mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn open_items_carry_one_opening_message_as_item_zero() {
+        let open = Msg::Open {
+            name: "web".into(),
+            primer_check: 7,
+            window: 512,
+            keep: 128,
+            lanes: 4,
+        };
+        let refused = Msg::Refused {
+            reason: "r".repeat(MAX_REASON_LEN),
+        };
+        for m in [open.clone(), Msg::Opened, refused] {
+            let p = opening(&m);
+            assert!(p.len() <= MAX_OPENING);
+            let it = item(4, 0, ItemKind::Open, &p);
+            let mut b = Vec::new();
+            it.encode(&mut b);
+            assert_eq!(ItemHeader::check(&b), Ok(it.header));
+            assert_eq!(Item::decode(&mut &b[..]), Ok(it));
+            assert_eq!(decode_opening(&mut &p[..]), Ok(m));
+        }
+        // Pinned: kind byte 2, then the stream encoding of Opened.
+        let mut b = Vec::new();
+        item(4, 0, ItemKind::Open, &opening(&Msg::Opened)).encode(&mut b);
+        assert_eq!(hex(&b), "0400000000000000000000000202");
+        // Only item 0 opens; an empty or oversize payload is refused.
+        let p = opening(&open);
+        for bad in [
+            item(4, 1, ItemKind::Open, &p),
+            item(4, 0, ItemKind::Open, b""),
+            item(4, 0, ItemKind::Open, &[0; MAX_OPENING + 1]),
+        ] {
+            let mut b = Vec::new();
+            bad.encode(&mut b);
+            assert!(matches!(ItemHeader::check(&b), Err(Error::Invalid { .. })));
+            assert!(matches!(
+                Item::decode(&mut &b[..]),
+                Err(Error::Invalid { .. })
+            ));
+        }
+        // Data messages are no opening, either way.
+        assert!(encode_opening(&Msg::Fin, &mut Vec::new()).is_err());
+        assert!(matches!(
+            decode_opening(&mut &opening_bytes(&Msg::Ack { seq: 1 })[..]),
+            Err(Error::Invalid { .. })
+        ));
+        // Cut short, trailing bytes, junk, oversize: invalid, never incomplete.
+        let mut long = p.clone();
+        long.push(0);
+        for bad in [&p[..p.len() - 1], &long[..], &[0xff][..], &[][..]] {
+            assert!(
+                matches!(decode_opening(&mut &bad[..]), Err(Error::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            decode_opening(&mut &[0u8; MAX_OPENING + 1][..]),
+            Err(Error::Invalid { .. })
+        ));
+    }
+
+    fn opening_bytes(m: &Msg) -> Vec<u8> {
+        let mut b = Vec::new();
+        m.encode(&mut b);
+        b
+    }
+
+    proptest::proptest! {
+        /// Whatever an Open item carries, decoding never panics and
+        /// accepts only what re-encodes to the same opening.
+        #[test]
+        fn arbitrary_opening_payloads_never_panic(
+            v in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            if let Ok(m) = decode_opening(&mut &v[..]) {
+                proptest::prop_assert!(is_opening(&m));
+                if !matches!(m, Msg::Refused { .. }) {
+                    proptest::prop_assert_eq!(opening_bytes(&m), v);
+                }
+            }
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod container;
 pub mod fec_items;
 mod frame;
+pub mod opening;
 pub mod outgoing;
 pub mod policy;
 pub mod protocol;

@@ -27,6 +27,7 @@ use futures::FutureExt;
 use llmpack_codec::{ByteVocab, DecodeError, EncodedFrame, StreamDecoder, StreamEncoder};
 use llmpack_frame::Msg;
 use llmpack_frame::fec_items::{ITEM_PAYLOAD, ItemKind};
+use llmpack_frame::opening::{Opening, Path as OpeningPath};
 use llmpack_frame::outgoing::{Cut, Outgoing, Step};
 use llmpack_frame::protocol::{FinStep, FrameStep, Inbound, Inbox, Receiving, Resend, Restarted};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -36,7 +37,8 @@ use tokio::time::Instant;
 
 use crate::coding::{Coding, Dir, ZSTD_SPEED};
 use crate::error::ConnError;
-use crate::fec_link::{Attached, FecRx, FecTx};
+use crate::fec_conn::{FecSource, StreamSlot, read_fec, watch};
+use crate::fec_link::{Attached, FecTx};
 use crate::load::{ConnCosts, InFlight};
 use crate::sched::{SchedError, Work};
 
@@ -51,43 +53,96 @@ enum Ctl {
     Resend(u64),
 }
 
-/// Carries one connection until both directions are done. `expect_opened`:
-/// this end sent `Open` and the peer's first message must be `Opened`.
-/// With `fec`, the messages after `Open` / `Opened` travel on the link's
-/// FEC datagrams instead of the stream (see [`crate::fec_link`]).
-/// On error, the caller resets the stream and the socket.
+/// How a connection reaches its peer.
+pub(crate) enum Carrier<'a> {
+    /// Stream mode: every message on the connection's QUIC stream.
+    Stream {
+        /// The stream's sending half.
+        send: &'a mut quinn::SendStream,
+        /// The stream's receiving half.
+        recv: &'a mut quinn::RecvStream,
+        /// This end sent `Open`: the peer's first message must be `Opened`.
+        expect_opened: bool,
+        /// The peer's bytes already read from the stream.
+        initial: BytesMut,
+    },
+    /// datagram-fec mode: messages in FEC items, the openings on both the
+    /// stream and the items (see [`crate::fec_conn`]).
+    Fec {
+        /// The connection on the link's FEC side.
+        fec: Attached,
+        /// The connection's stream, here or to come.
+        stream: &'a mut StreamSlot,
+        /// The peer's opening as far as it came: the receiver's holds the
+        /// `Open` it acted on.
+        opening: Opening,
+    },
+}
+
+/// Carries one connection until both directions are done. On error, the
+/// caller resets the stream and the socket.
 pub(crate) async fn carry(
     tcp: &mut TcpStream,
-    send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
     coding: &Coding,
-    expect_opened: bool,
-    initial: BytesMut,
-    fec: Option<Attached>,
+    carrier: Carrier<'_>,
 ) -> Result<(), ConnError> {
     let (rd, wr) = tcp.split();
     let (out_tx, out_rx) = mpsc::channel::<Msg>(64);
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(4);
     let (ctl_tx, ctl_rx) = mpsc::channel::<Ctl>(1024);
-    let (fec_tx, fec_rx) = match fec {
-        Some(a) => (Some(a.tx), Some(a.rx)),
-        None => (None, None),
-    };
-    tokio::try_join!(
-        reader(
+    let (source, sink, inbox, initial, watcher) = match carrier {
+        Carrier::Stream {
+            send,
             recv,
+            expect_opened,
             initial,
-            in_tx,
-            ctl_tx,
+        } => (
+            Source::Stream(recv),
+            Sink::Stream(send),
             Inbox::new(expect_opened),
-            coding,
-            fec_rx
+            initial,
+            None,
         ),
-        writer(send, out_rx, coding, fec_tx),
-        encode_pump(rd, ctl_rx, out_tx.clone(), coding),
-        decode_pump(wr, in_rx, out_tx, coding),
-    )?;
-    Ok(())
+        Carrier::Fec {
+            fec,
+            stream,
+            opening,
+        } => {
+            let (open_tx, open_rx) = mpsc::channel(1);
+            let peer_opening = opening.awaits(OpeningPath::Stream);
+            let source = Source::Fec(FecSource {
+                rx: fec.rx,
+                openings: open_rx,
+                opening,
+            });
+            // The openings travel beside the inbox, which sees only data.
+            let watcher = watch(stream, peer_opening, open_tx);
+            (
+                source,
+                Sink::Fec(fec.tx),
+                Inbox::new(false),
+                BytesMut::new(),
+                Some(watcher),
+            )
+        }
+    };
+    let run = async {
+        tokio::try_join!(
+            reader(source, initial, in_tx, ctl_tx, inbox, coding),
+            writer(sink, out_rx, coding),
+            encode_pump(rd, ctl_rx, out_tx.clone(), coding),
+            decode_pump(wr, in_rx, out_tx, coding),
+        )
+        .map(|_| ())
+    };
+    match watcher {
+        None => run.await,
+        // The stream only ever fails the connection: it ends with its data.
+        Some(w) => tokio::select! {
+            r = run => r,
+            e = w => Err(e),
+        },
+    }
 }
 
 /// Reads more of the peer's messages from the stream into `inbox`;
@@ -103,80 +158,26 @@ async fn read_stream(recv: &mut quinn::RecvStream, inbox: &mut Inbox) -> Result<
     }
 }
 
-/// What the stream still carries in datagram-fec mode: `Opened` or
-/// `Refused` on the sender's side, then only its end or a reset.
-struct StreamSide {
-    open: bool,
-    /// Parses `Opened` / `Refused` where this end sent `Open`.
-    inbox: Inbox,
+/// Where the reader gets the peer's messages.
+enum Source<'a> {
+    Stream(&'a mut quinn::RecvStream),
+    Fec(FecSource),
 }
 
-/// Reads more of the peer's messages from its FEC items into `buf`; `false`
-/// at their end. Meanwhile reads the stream: `Opened` / `Refused`, a reset.
-/// An item means the receiver carries the connection, so it counts as
-/// `Opened` even before that arrives (a lost packet then costs the data
-/// nothing).
-async fn read_fec(
-    recv: &mut quinn::RecvStream,
-    rx: &mut FecRx,
-    side: &mut StreamSide,
-    inbox: &mut Inbox,
-) -> Result<bool, ConnError> {
-    loop {
-        tokio::select! {
-            it = rx.recv() => {
-                inbox.opened();
-                return match it {
-                    Some(it) if it.kind() == ItemKind::Msgs => {
-                        inbox.push(it.payload());
-                        Ok(true)
-                    }
-                    Some(_) => Ok(false),
-                    None => Err(ConnError::Stream(
-                        "the FEC link closed or dropped this connection".into(),
-                    )),
-                };
-            },
-            r = recv.read_chunk(4096, true), if side.open => match r {
-                Ok(None) => {
-                    side.open = false;
-                    side.inbox.finish()?;
-                }
-                Ok(Some(c)) => {
-                    if !side.inbox.awaiting_opened() {
-                        return Err(ConnError::Protocol(
-                            "stream data after Opened in datagram-fec mode".into(),
-                        ));
-                    }
-                    side.inbox.push(&c.bytes);
-                    if let Some(m) = side.inbox.poll()? {
-                        return Err(ConnError::Protocol(format!(
-                            "expected only Opened on the stream, got {m:?}"
-                        )));
-                    }
-                    if !side.inbox.awaiting_opened() {
-                        inbox.opened();
-                    }
-                }
-                Err(e) => return Err(ConnError::Stream(e.to_string())),
-            },
-        }
-    }
+/// Where the writer puts this end's messages.
+enum Sink<'a> {
+    Stream(&'a mut quinn::SendStream),
+    Fec(FecTx),
 }
 
 async fn reader(
-    recv: &mut quinn::RecvStream,
+    mut source: Source<'_>,
     initial: BytesMut,
     frames: mpsc::Sender<Inbound>,
     ctl: mpsc::Sender<Ctl>,
     mut inbox: Inbox,
     coding: &Coding,
-    mut fec: Option<FecRx>,
 ) -> Result<(), ConnError> {
-    let mut side = StreamSide {
-        open: true,
-        inbox: Inbox::new(inbox.awaiting_opened()),
-    };
     inbox.push(&initial);
     loop {
         while let Some(m) = inbox.poll()? {
@@ -202,9 +203,9 @@ async fn reader(
                 }
             }
         }
-        let more = match fec.as_mut() {
-            None => read_stream(recv, &mut inbox).await?,
-            Some(rx) => read_fec(recv, rx, &mut side, &mut inbox).await?,
+        let more = match &mut source {
+            Source::Stream(recv) => read_stream(recv, &mut inbox).await?,
+            Source::Fec(src) => read_fec(src, &mut inbox).await?,
         };
         if !more {
             inbox.finish()?;
@@ -214,10 +215,9 @@ async fn reader(
 }
 
 async fn writer(
-    send: &mut quinn::SendStream,
+    mut sink: Sink<'_>,
     mut rx: mpsc::Receiver<Msg>,
     coding: &Coding,
-    mut fec: Option<FecTx>,
 ) -> Result<(), ConnError> {
     let mut buf = Vec::with_capacity(64 << 10);
     while let Some(m) = rx.recv().await {
@@ -230,12 +230,12 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        match &mut fec {
-            None => send
+        match &mut sink {
+            Sink::Stream(send) => send
                 .write_all(&buf)
                 .await
                 .map_err(|e| ConnError::Stream(e.to_string()))?,
-            Some(tx) => {
+            Sink::Fec(tx) => {
                 for chunk in buf.chunks(ITEM_PAYLOAD) {
                     tx.send(ItemKind::Msgs, chunk).await?;
                 }
@@ -243,15 +243,11 @@ async fn writer(
         }
         coding.metrics.link[Dir::Out as usize].increment(buf.len() as u64);
     }
-    if let Some(tx) = &mut fec {
-        tx.send(ItemKind::End, &[]).await?;
-        // The stream carried only Open / Opened; its end tells nothing.
-        let _ = send.finish();
-        return Ok(());
+    match sink {
+        // The stream carries only the openings; the caller closes it.
+        Sink::Fec(mut tx) => tx.send(ItemKind::End, &[]).await,
+        Sink::Stream(send) => send.finish().map_err(|e| ConnError::Stream(e.to_string())),
     }
-    send.finish()
-        .map_err(|e| ConnError::Stream(e.to_string()))?;
-    Ok(())
 }
 
 type Coded = Pin<Box<dyn Future<Output = Result<Work, SchedError>> + Send>>;
@@ -586,10 +582,20 @@ fn log_failure(coding: &Coding, seq: u64, e: &DecodeError) {
 
 /// Resets the stream and the socket after a failed connection.
 pub fn abort(tcp: &TcpStream, send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) {
+    reset_stream(send, recv);
+    reset_socket(tcp);
+}
+
+/// Resets both halves of a connection's stream.
+pub fn reset_stream(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) {
     let code = quinn::VarInt::from_u32(RESET_CODE);
     let _ = send.reset(code);
     let _ = recv.stop(code);
-    // Zero linger makes the close below send a TCP reset.
+}
+
+/// Makes the socket's close a TCP reset.
+pub fn reset_socket(tcp: &TcpStream) {
+    // Zero linger makes the close send a TCP reset.
     #[allow(deprecated)]
     let _ = tcp.set_linger(Some(Duration::ZERO));
 }
@@ -601,6 +607,12 @@ fn _assert_send() {
              t: &'static mut TcpStream,
              s: &'static mut quinn::SendStream,
              r: &'static mut quinn::RecvStream| {
-        is_send(carry(t, s, r, c, false, BytesMut::new(), None).boxed());
+        let carrier = Carrier::Stream {
+            send: s,
+            recv: r,
+            expect_opened: false,
+            initial: BytesMut::new(),
+        };
+        is_send(carry(t, c, carrier).boxed());
     };
 }

@@ -9,15 +9,18 @@
 //! on a fresh unidirectional QUIC stream, which is reliable: nothing is lost.
 //!
 //! Each connection keeps its QUIC stream for `Open` / `Opened` / `Refused`
-//! and for resets; its later messages go into items
-//! ([`llmpack_frame::fec_items`]: the item and fallback wire formats).
+//! and for resets; its messages go into items
+//! ([`llmpack_frame::fec_items`]: the item and fallback wire formats), and
+//! its opening goes into its first item too ([`crate::fec_conn`]).
 //! `stream` is the QUIC stream id of the connection, `seq` counts the
 //! connection's items in this direction from 0. The decoder hands out a
 //! block as soon as it is decoded (a stalled block holds back only the
 //! connections that have items in it); the [`Routes`] table puts each
 //! connection's items back in `seq` order. Items of a connection the
 //! receiver has not opened yet (they can overtake `Open` on its stream) wait
-//! in the table, bounded in bytes and time.
+//! in the table, bounded in bytes and time; when such a connection's first
+//! item, its `Open`, is handed out, the receiver hears of it
+//! ([`FecLink::take_opens`]) and may open the connection from it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +50,9 @@ const DEAD_TTL: Duration = Duration::from_secs(60);
 const MAX_FALLBACK_LEN: usize = llmpack_fec::MAX_BLOCK_BYTES as usize + (64 << 10);
 /// Items queued from connections to the encoder.
 const ITEM_QUEUE: usize = 64;
+/// Connections opened by their first item and not yet taken up by the
+/// receiver; past this, such a connection opens from its stream.
+const OPEN_QUEUE: usize = 1024;
 
 /// The `stream` id of a QUIC stream, as items carry it.
 pub(crate) fn stream_key(id: quinn::StreamId) -> u64 {
@@ -96,14 +102,18 @@ pub(crate) struct Routes {
     loose: usize,
     /// Most unread bytes one connection may have.
     route_cap: usize,
+    /// Where the ids of unclaimed connections whose `Open` item is handed
+    /// out go (on the receiver).
+    opens: Option<mpsc::Sender<u64>>,
 }
 
 impl Routes {
-    fn new(route_cap: usize) -> Self {
+    fn new(route_cap: usize, opens: Option<mpsc::Sender<u64>>) -> Self {
         Routes {
             map: HashMap::new(),
             loose: 0,
             route_cap,
+            opens,
         }
     }
 
@@ -152,7 +162,14 @@ impl Routes {
                     self.loose -= it.len();
                     let _ = tx.send(it); // a closed reader drops its route soon
                 }
-                State::Early(q) => q.push_back(it),
+                State::Early(q) => {
+                    let open = ItemHeader::check(&it).is_ok_and(|h| h.kind == ItemKind::Open);
+                    q.push_back(it);
+                    if let (true, Some(tx)) = (open, &self.opens) {
+                        // Full: the connection opens from its stream.
+                        let _ = tx.try_send(id);
+                    }
+                }
                 State::Dead => {}
             }
         }
@@ -214,6 +231,7 @@ impl Routes {
 pub(crate) struct FecLink {
     items: mpsc::Sender<Vec<u8>>,
     routes: Arc<Mutex<Routes>>,
+    opens: Mutex<Option<mpsc::Receiver<u64>>>,
 }
 
 impl std::fmt::Debug for FecLink {
@@ -306,17 +324,26 @@ pub(crate) struct Attached {
 
 impl FecLink {
     /// Starts the FEC task of `conn`. `route_cap` bounds one connection's
-    /// unread data at this end.
+    /// unread data at this end; `opens`: connections may open from their
+    /// first item (the receiver's end, see [`FecLink::take_opens`]).
     pub fn start(
         conn: quinn::Connection,
         settings: &FecSettings,
         route_cap: usize,
         role: &'static str,
+        opens: bool,
     ) -> Result<Arc<FecLink>, FecError> {
         let enc = BlockEncoder::new(settings.encoder.clone())?;
         let dec = BlockDecoder::new(settings.decoder.clone())?;
         let (items, items_rx) = mpsc::channel(ITEM_QUEUE);
-        let routes = Arc::new(Mutex::new(Routes::new(route_cap)));
+        let (opens_tx, opens_rx) = match opens {
+            true => {
+                let (tx, rx) = mpsc::channel(OPEN_QUEUE);
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
+        let routes = Arc::new(Mutex::new(Routes::new(route_cap, opens_tx)));
         let (fb_tx, fb_rx) = mpsc::channel(16);
         tokio::spawn(accept_fallbacks(conn.clone(), fb_tx));
         tokio::spawn(run(
@@ -328,7 +355,18 @@ impl FecLink {
             routes.clone(),
             FecMetrics::new(role),
         ));
-        Ok(Arc::new(FecLink { items, routes }))
+        Ok(Arc::new(FecLink {
+            items,
+            routes,
+            opens: Mutex::new(opens_rx),
+        }))
+    }
+
+    /// The stream ids of connections whose `Open` item arrived before this
+    /// end carried them (once; `None` after the first call or where
+    /// connections do not open from items).
+    pub fn take_opens(&self) -> Option<mpsc::Receiver<u64>> {
+        self.opens.lock().ok()?.take()
     }
 
     /// Connection `stream` is carried by this end from now on.
@@ -657,7 +695,7 @@ mod tests {
     #[test]
     fn routes_reorder_hold_early_items_and_drop_dead_ones() {
         let now = Instant::now();
-        let mut r = Routes::new(1 << 20);
+        let mut r = Routes::new(1 << 20, None);
         r.dispatch(item(4, 1, KIND_MSGS, b"b"), now).unwrap();
         r.dispatch(item(4, 0, KIND_MSGS, b"a"), now).unwrap();
         r.dispatch(item(4, 0, KIND_MSGS, b"a"), now).unwrap(); // duplicate
@@ -683,7 +721,7 @@ mod tests {
     #[test]
     fn routes_are_bounded() {
         let now = Instant::now();
-        let mut r = Routes::new(100);
+        let mut r = Routes::new(100, None);
         r.dispatch(item(1, 0, KIND_MSGS, &[0; 50]), now).unwrap();
         assert!(r.dispatch(item(1, 1, KIND_MSGS, &[0; 50]), now).is_err());
         assert!(r.claim(1, now).is_err(), "an overrun connection is dropped");
@@ -710,7 +748,7 @@ mod tests {
             junk in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..20), 0..20),
         ) {
             let now = Instant::now();
-            let mut r = Routes::new(2048);
+            let mut r = Routes::new(2048, None);
             let (mut rx, _) = r.claim(1, now).unwrap();
             for j in junk {
                 let _ = r.dispatch(j, now);

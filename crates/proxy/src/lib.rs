@@ -6,6 +6,7 @@ pub mod coding;
 pub mod config;
 pub mod conn;
 pub mod error;
+mod fec_conn;
 mod fec_link;
 pub mod load;
 pub mod metrics_http;
@@ -16,6 +17,8 @@ pub mod sched;
 mod sender;
 mod shared;
 
+#[doc(hidden)]
+pub use fec_conn::testing;
 pub use run::{DEFAULT_MODEL, ModelParts, run, start, start_with};
 pub use running::Running;
 pub mod units;

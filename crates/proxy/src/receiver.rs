@@ -8,26 +8,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bytes::{Buf, BytesMut};
 use llmpack_frame::Msg;
+use llmpack_frame::fec_items::{ItemKind, decode_opening, encode_opening};
+use llmpack_frame::opening::{Opening, OpeningStep, Path};
 use llmpack_transport::{Identity, ServerAuth, ServerPolicy, server_endpoint, server_handshake};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, TunnelConfig};
-use crate::conn::{abort, carry};
-use crate::fec_link::{FecLink, stream_key};
+use crate::conn::{Carrier, carry, reset_socket, reset_stream};
+use crate::error::ConnError;
+use crate::fec_conn::{Pair, StreamSlot};
+use crate::fec_link::{Attached, FecLink, stream_key};
 use crate::running::Running;
-use crate::shared::{Shared, transport_tuning};
+use crate::shared::{Shared, stream_limit, transport_tuning};
 
 /// How long a new stream may take to name its tunnel.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dialling a target may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest `Open` message (tag, name length, name, check, window, keep, lanes).
-const MAX_OPEN_LEN: usize = 2 + llmpack_frame::MAX_TUNNEL_NAME + 17;
 
 type Tunnels = Arc<HashMap<String, TunnelConfig>>;
 
@@ -176,88 +177,163 @@ async fn link(
     tokio::spawn(crate::load::track(conn.clone(), load.clone()));
     metrics::gauge!("llmpack_probe_match").set(if agreed.lm { 1.0 } else { 0.0 });
     let fec = shared.fec_link(&conn);
+    let ctx = Arc::new(Ctx {
+        lm: agreed.lm,
+        load,
+        shared,
+        tunnels,
+        fec,
+    });
+    let mut opens = ctx.fec.as_ref().and_then(|f| f.take_opens());
+    // Stream ids the sender may have opened beyond those QUIC handed over.
+    let window = 4 * u64::from(stream_limit(ctx.shared.max_connections));
+    // Connections opened from their first item, waiting for their stream.
+    let mut joins: HashMap<u64, oneshot::Sender<Pair>> = HashMap::new();
+    // The lowest stream id QUIC has not handed over yet (it hands them over
+    // in order).
+    let mut next_stream = 0u64;
     loop {
-        match conn.accept_bi().await {
-            Ok((send, recv)) => {
-                tokio::spawn(stream(
-                    send,
-                    recv,
-                    agreed.lm,
-                    load.clone(),
-                    shared.clone(),
-                    tunnels.clone(),
-                    fec.clone(),
-                ));
-            }
-            Err(e) => {
-                info!(%remote, reason = %e, "link closed");
-                return;
+        tokio::select! {
+            r = conn.accept_bi() => match r {
+                Ok(pair) => {
+                    let id = stream_key(pair.1.id());
+                    next_stream = next_stream.max(id.saturating_add(4));
+                    match joins.remove(&id) {
+                        Some(join) => {
+                            if let Err((mut send, mut recv)) = join.send(pair) {
+                                // The connection gave up waiting for it.
+                                reset_stream(&mut send, &mut recv);
+                            }
+                        }
+                        None => {
+                            tokio::spawn(connection(id, StreamSlot::now(pair), ctx.clone()));
+                        }
+                    }
+                }
+                Err(e) => {
+                    info!(%remote, reason = %e, "link closed");
+                    return;
+                }
+            },
+            Some(id) = async {
+                match opens.as_mut() {
+                    Some(o) => o.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Only a sender's stream QUIC would still hand over, once:
+                // the table stays within the link's stream limit.
+                if id % 4 != 0 || id < next_stream || id - next_stream >= window || joins.contains_key(&id) {
+                    debug!(stream = id, "FEC Open for no stream to come; ignored");
+                    continue;
+                }
+                let (join, late) = oneshot::channel();
+                joins.insert(id, join);
+                tokio::spawn(connection(id, StreamSlot::later(late), ctx.clone()));
             }
         }
     }
 }
 
-async fn refuse(send: &mut quinn::SendStream, reason: String) {
-    let mut buf = Vec::new();
-    Msg::Refused { reason }.encode(&mut buf);
-    let _ = send.write_all(&buf).await;
-    let _ = send.finish();
-    // Let the refusal reach the sender before the stream is dropped.
-    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-}
-
-async fn read_open(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> Result<Msg, String> {
-    loop {
-        let mut cur = &buf[..];
-        match Msg::decode(&mut cur) {
-            Ok(m @ Msg::Open { .. }) => {
-                let used = buf.len() - cur.len();
-                buf.advance(used);
-                return Ok(m);
-            }
-            Ok(m) => return Err(format!("expected Open, got {m:?}")),
-            Err(llmpack_frame::Error::Incomplete { .. }) if buf.len() <= MAX_OPEN_LEN => {}
-            Err(e) => return Err(format!("bad Open: {e}")),
-        }
-        match recv.read_chunk(MAX_OPEN_LEN, true).await {
-            Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
-            Ok(None) => return Err("stream ended before Open".into()),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
-async fn stream(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+/// What every connection of one link needs.
+struct Ctx {
     lm: bool,
     load: Arc<crate::load::LinkLoad>,
     shared: Arc<Shared>,
     tunnels: Tunnels,
     fec: Option<Arc<FecLink>>,
-) {
+}
+
+/// The sender's `Open`, from whichever path brought it first: the stream,
+/// or (datagram-fec) the connection's first item.
+async fn first_open(
+    slot: &mut StreamSlot,
+    fec: Option<&mut Attached>,
+    opening: &mut Opening,
+) -> Result<Msg, ConnError> {
+    let (path, m) = match fec {
+        None => (Path::Stream, slot.read_opening().await?),
+        Some(a) => tokio::select! {
+            m = slot.arrive_and_read_opening() => (Path::Stream, m?),
+            it = a.rx.recv() => {
+                let it = it.ok_or_else(|| ConnError::Stream("the FEC link dropped the connection".into()))?;
+                if it.kind() != ItemKind::Open {
+                    return Err(ConnError::Protocol("the first FEC item is not an Open".into()));
+                }
+                let m = decode_opening(&mut it.payload())
+                    .map_err(|e| ConnError::Protocol(e.to_string()))?;
+                (Path::Item, m)
+            }
+        },
+    };
+    match opening.handle(path, m)? {
+        OpeningStep::First(m) => Ok(m),
+        OpeningStep::Agreed => Err(ConnError::Protocol("no first opening".into())),
+    }
+}
+
+/// Sends this end's opening (`Opened` or `Refused`) as the connection's
+/// first item, and sets it to go on the stream.
+async fn answer(
+    slot: &mut StreamSlot,
+    fec: Option<&mut Attached>,
+    m: Msg,
+) -> Result<(), ConnError> {
+    if let Some(a) = fec {
+        let mut b = Vec::new();
+        encode_opening(&m, &mut b).map_err(|e| ConnError::Protocol(e.to_string()))?;
+        a.tx.send(ItemKind::Open, &b).await?;
+    }
+    slot.set_ours(m);
+    slot.write_ours().await
+}
+
+/// Refuses the connection with `reason`, on both paths. Its items are
+/// dropped from here on, while its stream may still be to come.
+async fn refuse(mut slot: StreamSlot, mut fec: Option<Attached>, reason: String) {
+    let ok = answer(&mut slot, fec.as_mut(), Msg::Refused { reason })
+        .await
+        .is_ok();
+    drop(fec);
+    slot.close(ok).await;
+}
+
+/// Ends a connection that never opened: its items are dropped at once, its
+/// stream (here or to come) is reset.
+async fn give_up(slot: StreamSlot, fec: Option<Attached>) {
+    drop(fec);
+    slot.close(false).await;
+}
+
+/// One connection: its `Open` checked, its target dialled, its data carried.
+async fn connection(id: u64, mut slot: StreamSlot, ctx: Arc<Ctx>) {
     // Claim the connection's FEC items at once (they may overtake `Open`);
-    // every return before `carry` drops the claim, and with it those items.
-    let attached = match fec.as_ref().map(|f| f.attach(stream_key(recv.id()))) {
+    // every return drops the claim, and with it those items.
+    let mut attached = match ctx.fec.as_ref().map(|f| f.attach(id)) {
         None => None,
         Some(Ok(a)) => Some(a),
         Some(Err(e)) => {
-            warn!(error = %e, "cannot carry the stream; resetting it");
-            let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
+            warn!(stream = id, error = %e, "cannot carry the stream; resetting it");
+            slot.close(false).await;
             return;
         }
     };
-    let mut buf = BytesMut::new();
-    let open = match tokio::time::timeout(OPEN_TIMEOUT, read_open(&mut recv, &mut buf)).await {
+    let mut opening = Opening::receiver();
+    let open = match tokio::time::timeout(
+        OPEN_TIMEOUT,
+        first_open(&mut slot, attached.as_mut(), &mut opening),
+    )
+    .await
+    {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
-            warn!(error = %e, "stream did not open a tunnel");
-            let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
+            warn!(stream = id, error = %e, "stream did not open a tunnel");
+            give_up(slot, attached).await;
             return;
         }
         Err(_) => {
-            warn!("stream did not name a tunnel in time");
-            let _ = send.reset(quinn::VarInt::from_u32(crate::conn::RESET_CODE));
+            warn!(stream = id, "stream did not name a tunnel in time");
+            give_up(slot, attached).await;
             return;
         }
     };
@@ -269,41 +345,35 @@ async fn stream(
         lanes,
     } = open
     else {
-        unreachable!("read_open returns Open")
-    };
-    let Some(t) = tunnels.get(&name) else {
-        warn!(tunnel = %name, "sender asked for a tunnel this receiver does not have");
-        refuse(
-            &mut send,
-            format!("the receiver has no tunnel named {name:?}"),
-        )
-        .await;
+        // `Opening::receiver` lets only `Open` through.
+        give_up(slot, attached).await;
         return;
     };
-    let coding = shared.coding(t, lm, load);
+    let Some(t) = ctx.tunnels.get(&name) else {
+        warn!(tunnel = %name, "sender asked for a tunnel this receiver does not have");
+        let reason = format!("the receiver has no tunnel named {name:?}");
+        refuse(slot, attached, reason).await;
+        return;
+    };
+    let shared = &ctx.shared;
+    let coding = shared.coding(t, ctx.lm, ctx.load.clone());
     let (w, k) = coding.lm.map_or((0, 0), |r| (r.window, r.keep));
     if primer_check != llmpack_codec::checksum(&t.primer)
         || (w, k, coding.lanes) != (window, keep, lanes)
     {
         warn!(tunnel = %name, "primer, context window or lanes differ between the two configs");
-        refuse(
-            &mut send,
-            format!(
-                "tunnel {name}: primer, window/keep or lanes differ between sender and receiver configs"
-            ),
-        )
-        .await;
+        let reason = format!(
+            "tunnel {name}: primer, window/keep or lanes differ between sender and receiver configs"
+        );
+        refuse(slot, attached, reason).await;
         return;
     }
-    let Ok(_permit) = shared.slots.clone().try_acquire_owned() else {
+    let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
         warn!(tunnel = %name, max = shared.max_connections, "refusing stream: limits.max_connections reached");
         metrics::counter!("llmpack_connections_refused_total", "tunnel" => name.clone(), "reason" => "max_connections")
             .increment(1);
-        refuse(
-            &mut send,
-            "the receiver is at limits.max_connections".into(),
-        )
-        .await;
+        let reason = "the receiver is at limits.max_connections".into();
+        refuse(slot, attached, reason).await;
         return;
     };
     let target = t.target.clone().unwrap_or_default();
@@ -313,32 +383,54 @@ async fn stream(
             warn!(tunnel = %name, %target, error = %e, "target unreachable; refusing the connection");
             metrics::counter!("llmpack_connections_refused_total", "tunnel" => name.clone(), "reason" => "target")
                 .increment(1);
-            refuse(&mut send, format!("target {target}: {e}")).await;
+            refuse(slot, attached, format!("target {target}: {e}")).await;
             return;
         }
         Err(_) => {
             warn!(tunnel = %name, %target, "target did not answer in time; refusing the connection");
-            refuse(&mut send, format!("target {target}: timed out")).await;
+            refuse(slot, attached, format!("target {target}: timed out")).await;
             return;
         }
     };
     let _ = tcp.set_nodelay(true);
-    let mut opened = Vec::new();
-    Msg::Opened.encode(&mut opened);
-    if send.write_all(&opened).await.is_err() {
+    if answer(&mut slot, attached.as_mut(), Msg::Opened)
+        .await
+        .is_err()
+    {
+        give_up(slot, attached).await;
         return;
     }
     let gauge = metrics::gauge!("llmpack_active_connections", "tunnel" => name.clone(), "role" => "receiver");
     gauge.increment(1.0);
-    let result = carry(
-        &mut tcp, &mut send, &mut recv, &coding, false, buf, attached,
-    )
-    .await;
+    let initial = slot.take_rest();
+    let result = match (attached, slot.pair()) {
+        (Some(fec), _) => {
+            let carrier = Carrier::Fec {
+                fec,
+                stream: &mut slot,
+                opening,
+            };
+            carry(&mut tcp, &coding, carrier).await
+        }
+        (None, Some((send, recv))) => {
+            let carrier = Carrier::Stream {
+                send,
+                recv,
+                expect_opened: false,
+                initial,
+            };
+            carry(&mut tcp, &coding, carrier).await
+        }
+        (None, None) => Err(ConnError::Stream("no stream".into())),
+    };
     gauge.decrement(1.0);
-    if let Err(e) = result {
+    drop(permit);
+    if let Err(e) = &result {
         warn!(tunnel = %name, %target, error = %e, "connection failed; resetting it");
-        abort(&tcp, &mut send, &mut recv);
+        reset_socket(&tcp);
     }
+    drop(tcp);
+    slot.close(result.is_ok()).await;
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::BytesMut;
 use llmpack_frame::Msg;
+use llmpack_frame::fec_items::{ItemKind, encode_opening};
+use llmpack_frame::opening::Opening;
 use llmpack_transport::{Hello, Identity, client_endpoint, client_handshake};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, watch};
@@ -17,9 +19,10 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::{Config, LinkConfig, TunnelConfig};
-use crate::conn::{abort, carry};
+use crate::conn::{Carrier, abort, carry, reset_socket};
 use crate::error::ConnError;
-use crate::fec_link::{FecLink, stream_key};
+use crate::fec_conn::StreamSlot;
+use crate::fec_link::{Attached, FecLink, stream_key};
 use crate::running::Running;
 use crate::shared::{Shared, transport_tuning};
 
@@ -273,34 +276,82 @@ async fn client(
         keep: coding.lm.map_or(0, |r| r.keep),
         lanes: coding.lanes,
     };
-    let mut buf = Vec::new();
-    open.encode(&mut buf);
-    if let Err(e) = send.write_all(&buf).await {
-        warn!(tunnel = %t.name, %peer, error = %e, "cannot open a stream on the link");
-        return;
-    }
     let gauge = metrics::gauge!("llmpack_active_connections", "tunnel" => t.name.clone(), "role" => "sender");
     gauge.increment(1.0);
-    let result = carry(
-        &mut tcp,
-        &mut send,
-        &mut recv,
-        &coding,
-        true,
-        BytesMut::new(),
-        fec,
-    )
-    .await;
+    let result = match fec {
+        None => carry_stream(&mut tcp, &mut send, &mut recv, &coding, open).await,
+        Some(mut fec) => {
+            // The Open goes as the first item too: a lost stream packet
+            // then delays nothing.
+            let mut slot = StreamSlot::now((send, recv));
+            let r = match open_item(&mut fec, &open).await {
+                Ok(()) => {
+                    slot.set_ours(open);
+                    let carrier = Carrier::Fec {
+                        fec,
+                        stream: &mut slot,
+                        opening: Opening::sender(),
+                    };
+                    carry(&mut tcp, &coding, carrier).await
+                }
+                Err(e) => Err(e),
+            };
+            if r.is_err() {
+                reset_socket(&tcp);
+            }
+            let ok = r.is_ok();
+            drop(tcp);
+            report(&t, peer, r);
+            slot.close(ok).await;
+            gauge.decrement(1.0);
+            return;
+        }
+    };
     gauge.decrement(1.0);
+    if result.is_err() {
+        abort(&tcp, &mut send, &mut recv);
+    }
+    report(&t, peer, result);
+}
+
+/// Sends `open` as the connection's first FEC item.
+async fn open_item(fec: &mut Attached, open: &Msg) -> Result<(), ConnError> {
+    let mut b = Vec::new();
+    encode_opening(open, &mut b).map_err(|e| ConnError::Protocol(e.to_string()))?;
+    fec.tx.send(ItemKind::Open, &b).await
+}
+
+/// Stream mode: `open` on the stream, then the connection.
+async fn carry_stream(
+    tcp: &mut TcpStream,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    coding: &crate::coding::Coding,
+    open: Msg,
+) -> Result<(), ConnError> {
+    let mut buf = Vec::new();
+    open.encode(&mut buf);
+    send.write_all(&buf)
+        .await
+        .map_err(|e| ConnError::Stream(e.to_string()))?;
+    let carrier = Carrier::Stream {
+        send,
+        recv,
+        expect_opened: true,
+        initial: BytesMut::new(),
+    };
+    carry(tcp, coding, carrier).await
+}
+
+/// Logs how a connection ended.
+fn report(t: &TunnelConfig, peer: SocketAddr, result: Result<(), ConnError>) {
     match result {
         Ok(()) => tracing::debug!(tunnel = %t.name, %peer, "connection done"),
         Err(ConnError::Refused(reason)) => {
             warn!(tunnel = %t.name, %peer, %reason, "receiver refused the connection; closing the client");
-            abort(&tcp, &mut send, &mut recv);
         }
         Err(e) => {
             warn!(tunnel = %t.name, %peer, error = %e, "connection failed; resetting it");
-            abort(&tcp, &mut send, &mut recv);
         }
     }
 }

@@ -57,7 +57,8 @@ impl Shared {
         // (its limits.buffer, a resend of as much, and acks), or at least
         // what a QUIC stream's window would allow.
         let cap = (2 * self.limits.buffer + (1 << 20)).max(16 << 20);
-        match FecLink::start(conn.clone(), &self.fec, cap, self.role_label()) {
+        let opens = self.role == Role::Receiver;
+        match FecLink::start(conn.clone(), &self.fec, cap, self.role_label(), opens) {
             Ok(l) => {
                 tracing::info!("link in datagram-fec mode");
                 Some(l)

@@ -27,8 +27,11 @@ use sha2::{Digest, Sha256};
 /// Handshake protocol version this build speaks (2: `lm` tables mix in the
 /// codec's match model, so frames of version 1 peers would not decode; 3: a
 /// stream's `Open` names its lanes, and `lm` frames of a tunnel with more
-/// than one carry a segment table).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// than one carry a segment table; 4: in datagram-fec mode each
+/// connection's first item carries its opening, an item kind a version 3
+/// receiver drops, after which that connection's later items would wait
+/// for it forever).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// First bytes of a [`Hello`].
 pub const HELLO_MAGIC: [u8; 8] = *b"LLMPKH1\0";
 /// First bytes of a [`Reply`].
