@@ -433,18 +433,6 @@ fn auto_gives_up_on_a_losing_model_at_the_first_checkpoint() {
     assert_eq!(dec.take_output().expect("output").expect("decodes"), data);
 }
 
-fn random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            x.to_le_bytes()[7]
-        })
-        .collect()
-}
-
 /// A stream of 4 lanes codes long frames as segments stepped together and
 /// short ones on one lane; model-free frames that fed the model (here: random
 /// bytes the model cannot shrink under `lm`) keep every lane in step, so the
@@ -460,7 +448,7 @@ fn one_frame_codes_on_several_lanes() {
     let frames = vec![
         markov(5000, 1),
         markov(300, 2),
-        random(3000, 3),
+        crate::toy::random_bytes(3000, 3),
         markov(9000, 4),
         markov(1500, 5),
     ];
