@@ -25,6 +25,14 @@ pub enum Work {
 }
 
 impl Work {
+    /// Rows this coder may ask for in one call (one per lane, at least one).
+    fn rows(&self) -> usize {
+        match self {
+            Work::Encode(e) => e.lanes().count(),
+            Work::Decode(d) => d.lanes().count(),
+        }
+        .max(1)
+    }
     fn lanes(&self) -> Vec<LaneId> {
         match self {
             Work::Encode(e) => e.lanes().collect(),
@@ -290,11 +298,11 @@ fn run(mut predictor: Box<dyn Predictor + Send>, rx: mpsc::Receiver<Cmd>, shared
         // Jobs join while their lanes fit in a batch (a frame coded on
         // several lanes asks for one row per lane).
         let now = Instant::now();
-        let mut rows: usize = jobs.iter().map(|j| j.work.lanes().len().max(1)).sum();
+        let mut rows: usize = jobs.iter().map(|j| j.work.rows()).sum();
         while rows < shared.max_batch {
             match next_waiting(&mut waiting, now) {
                 Some(w) => {
-                    rows += w.job.work.lanes().len().max(1);
+                    rows += w.job.work.rows();
                     jobs.push(w.job);
                 }
                 None => break,
