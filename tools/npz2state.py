@@ -22,26 +22,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-OPSET = 20
-
-
-class Graph:
-    def __init__(self):
-        self.nodes, self.inits, self.n = [], [], 0
-
-    def fresh(self, prefix):
-        self.n += 1
-        return f"{prefix}_{self.n}"
-
-    def const(self, arr):
-        name = self.fresh("c")
-        self.inits.append(numpy_helper.from_array(np.asarray(arr), name))
-        return name
-
-    def op(self, op_type, inputs, n_out=1, outputs=None, **attrs):
-        outs = outputs or [self.fresh(op_type) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.fresh("n_" + op_type), **attrs))
-        return outs[0] if n_out == 1 else outs
+# One graph builder for the tools that write ONNX graphs (this script runs
+# from tools/, so its sibling imports).
+from npz2onnx import OPSET, Graph
 
 
 def states_of(hp):
