@@ -20,6 +20,7 @@
 //! every buffer is bounded.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 
@@ -449,6 +450,81 @@ impl Receiving {
     /// The last bytes decoded (at most [`REBUILD_TAIL`]).
     pub fn tail(&self) -> &[u8] {
         &self.tail
+    }
+}
+
+/// How long an acknowledgement may wait for a message to ride with.
+pub const ACK_DELAY: Duration = Duration::from_millis(5);
+
+/// Acknowledgements of the peer's frames, held briefly so that they ride
+/// with this end's next message instead of costing a packet of their own.
+///
+/// Acks only free the peer's resend buffer; no data waits for them while
+/// that buffer has room. So an ack waits until this end sends anything
+/// else, at most [`ACK_DELAY`], and goes at once when the frames it covers
+/// hold `max_bytes` (a bulk transfer in one direction gets its acks at that
+/// rate, well before the peer's buffer fills) or when it ends the peer's
+/// direction. Acks are cumulative: a later one replaces a held one.
+#[derive(Debug, Clone)]
+pub struct DelayedAck {
+    seq: Option<u64>,
+    bytes: usize,
+    since: Option<Instant>,
+    urgent: bool,
+    max_bytes: usize,
+    max_delay: Duration,
+}
+
+impl DelayedAck {
+    /// Nothing held; acks go at once past `max_bytes` of frames, or after
+    /// `max_delay`.
+    pub fn new(max_bytes: usize, max_delay: Duration) -> Self {
+        DelayedAck {
+            seq: None,
+            bytes: 0,
+            since: None,
+            urgent: false,
+            max_bytes,
+            max_delay,
+        }
+    }
+
+    /// Frames up to `seq`, `bytes` more of the peer's data, are verified;
+    /// `urgent`: send the ack without waiting (the peer's last frame).
+    pub fn on_decoded(&mut self, now: Instant, seq: u64, bytes: usize, urgent: bool) {
+        self.seq = Some(self.seq.map_or(seq, |s| s.max(seq)));
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.since.get_or_insert(now);
+        self.urgent |= urgent;
+    }
+
+    /// Makes a held ack go at once (the peer's direction ended).
+    pub fn flush(&mut self) {
+        self.urgent = self.seq.is_some();
+    }
+
+    /// Whether the held ack must go now, even alone.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.seq.is_some()
+            && (self.urgent
+                || self.bytes >= self.max_bytes
+                || self.since.is_some_and(|t| now >= t + self.max_delay))
+    }
+
+    /// When the held ack becomes due by time; `None` with nothing held.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.seq?;
+        self.since.map(|t| t + self.max_delay)
+    }
+
+    /// The ack to send now (with other messages, or because it is due),
+    /// and nothing held after it.
+    pub fn take(&mut self) -> Option<u64> {
+        let seq = self.seq.take()?;
+        self.bytes = 0;
+        self.since = None;
+        self.urgent = false;
+        Some(seq)
     }
 }
 

@@ -12,7 +12,9 @@
 //! - the **decode pump** decodes the peer's frames, writes verified bytes to
 //!   the local socket, acknowledges them, and asks for a resend when a frame
 //!   fails its checksum;
-//! - the **writer** puts both pumps' messages on the QUIC stream.
+//! - the **writer** puts both pumps' messages on the QUIC stream; it holds
+//!   the decode pump's acks ([`DelayedAck`]) so that they ride with the next
+//!   message instead of costing a packet each.
 //!
 //! Memory per connection is bounded: at most `limits.buffer` bytes read from
 //! the socket and not yet acknowledged, one frame being decoded, and small
@@ -29,7 +31,9 @@ use llmpack_frame::Msg;
 use llmpack_frame::fec_items::{ITEM_PAYLOAD, ItemKind};
 use llmpack_frame::opening::{Opening, Path as OpeningPath};
 use llmpack_frame::outgoing::{Cut, Outgoing, Step};
-use llmpack_frame::protocol::{FinStep, FrameStep, Inbound, Inbox, Receiving, Resend, Restarted};
+use llmpack_frame::protocol::{
+    ACK_DELAY, DelayedAck, FinStep, FrameStep, Inbound, Inbox, Receiving, Resend, Restarted,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -51,6 +55,23 @@ pub const RESET_CODE: u32 = 1;
 enum Ctl {
     Ack(u64),
     Resend(u64),
+}
+
+/// What the pumps hand the writer.
+#[derive(Debug)]
+enum Out {
+    /// A message to send as it is.
+    Msg(Msg),
+    /// The peer's frames up to `seq` (`bytes` more of its data) are
+    /// verified: held by the writer's [`DelayedAck`] to ride with the next
+    /// message; `urgent` for the peer's last frame.
+    Ack {
+        seq: u64,
+        bytes: usize,
+        urgent: bool,
+    },
+    /// The peer's direction ended: send a held ack now.
+    FlushAcks,
 }
 
 /// How a connection reaches its peer.
@@ -87,7 +108,7 @@ pub(crate) async fn carry(
     carrier: Carrier<'_>,
 ) -> Result<(), ConnError> {
     let (rd, wr) = tcp.split();
-    let (out_tx, out_rx) = mpsc::channel::<Msg>(64);
+    let (out_tx, out_rx) = mpsc::channel::<Out>(64);
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(4);
     let (ctl_tx, ctl_rx) = mpsc::channel::<Ctl>(1024);
     let (source, sink, inbox, initial, watcher) = match carrier {
@@ -216,19 +237,59 @@ async fn reader(
 
 async fn writer(
     mut sink: Sink<'_>,
-    mut rx: mpsc::Receiver<Msg>,
+    mut rx: mpsc::Receiver<Out>,
     coding: &Coding,
 ) -> Result<(), ConnError> {
     let mut buf = Vec::with_capacity(64 << 10);
-    while let Some(m) = rx.recv().await {
-        buf.clear();
-        m.encode(&mut buf);
-        // Coalesce what is already queued into one write.
-        while buf.len() < (64 << 10) {
-            match rx.try_recv() {
-                Ok(m) => m.encode(&mut buf),
-                Err(_) => break,
+    // A quarter of the peer's resend buffer keeps a one-way bulk transfer
+    // acknowledged well before that buffer fills.
+    let mut acks = DelayedAck::new(coding.limits.buffer / 4, ACK_DELAY);
+    let mut open = true;
+    while open {
+        // The next message, or `None` when the held ack falls due.
+        let woke = match acks.poll_timeout() {
+            None => Some(rx.recv().await),
+            Some(at) => tokio::select! {
+                m = rx.recv() => Some(m),
+                () = tokio::time::sleep_until(Instant::from_std(at)) => None,
+            },
+        };
+        let mut next = match woke {
+            Some(Some(m)) => Some(m),
+            Some(None) => {
+                open = false;
+                None
             }
+            None => None,
+        };
+        // Coalesce what is already queued into one write.
+        buf.clear();
+        while let Some(m) = next.take() {
+            match m {
+                Out::Msg(m) => m.encode(&mut buf),
+                Out::Ack { seq, bytes, urgent } => {
+                    acks.on_decoded(Instant::now().into_std(), seq, bytes, urgent);
+                }
+                Out::FlushAcks => acks.flush(),
+            }
+            if buf.len() >= (64 << 10) {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(m) => next = Some(m),
+                Err(mpsc::error::TryRecvError::Empty) => {}
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        // A held ack rides with any message; alone it goes when due, and
+        // before the writer ends.
+        if (!buf.is_empty() || !open || acks.is_due(Instant::now().into_std()))
+            && let Some(seq) = acks.take()
+        {
+            Msg::Ack { seq }.encode(&mut buf);
+        }
+        if buf.is_empty() {
+            continue;
         }
         match &mut sink {
             Sink::Stream(send) => send
@@ -260,7 +321,7 @@ struct Outbound<'a> {
     /// Wire bytes of the frames the peer has not acknowledged, on the link.
     in_flight: InFlight,
     enc: Option<Box<StreamEncoder>>,
-    out: mpsc::Sender<Msg>,
+    out: mpsc::Sender<Out>,
     proto: Outgoing,
 }
 
@@ -286,7 +347,7 @@ impl Outbound<'_> {
 
     async fn msg(&self, m: Msg) -> Result<(), ConnError> {
         self.out
-            .send(m)
+            .send(Out::Msg(m))
             .await
             .map_err(|_| ConnError::Stream("writer stopped".into()))
     }
@@ -374,7 +435,7 @@ impl Outbound<'_> {
 async fn encode_pump<R: AsyncRead + Unpin>(
     mut rd: R,
     mut ctl: mpsc::Receiver<Ctl>,
-    out: mpsc::Sender<Msg>,
+    out: mpsc::Sender<Out>,
     coding: &Coding,
 ) -> Result<(), ConnError> {
     let read_size = coding.limits.frame.max(64 << 10);
@@ -464,10 +525,10 @@ async fn encode_pump<R: AsyncRead + Unpin>(
 async fn decode_pump<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut frames: mpsc::Receiver<Inbound>,
-    out: mpsc::Sender<Msg>,
+    out: mpsc::Sender<Out>,
     coding: &Coding,
 ) -> Result<(), ConnError> {
-    let send = |m: Msg| {
+    let send = |m: Out| {
         let out = out.clone();
         async move {
             out.send(m)
@@ -529,7 +590,12 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
                         wr.write_all(&data).await?;
                         coding.metrics.app[Dir::Out as usize].increment(data.len() as u64);
                         let step = proto.decoded(&data);
-                        send(Msg::Ack { seq: step.ack }).await?;
+                        send(Out::Ack {
+                            seq: step.ack,
+                            bytes: data.len(),
+                            urgent: step.finished,
+                        })
+                        .await?;
                         if step.rebuild {
                             coding.release(dec.used_lanes());
                             dec = coding.decoder(&coding.rebuilt_primer(proto.tail()));
@@ -542,7 +608,7 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
                     Err(e) => {
                         let seq = proto.failed();
                         log_failure(coding, seq, &e);
-                        send(Msg::Resend { seq }).await?;
+                        send(Out::Msg(Msg::Resend { seq })).await?;
                     }
                 }
             }
@@ -559,6 +625,7 @@ async fn decode_pump<W: AsyncWrite + Unpin>(
             Inbound::Fin => {
                 if proto.on_fin()? == FinStep::Finished {
                     wr.shutdown().await?;
+                    send(Out::FlushAcks).await?;
                     break Ok(());
                 }
             }

@@ -337,3 +337,54 @@ fn drive(s: &mut Sending, r: &mut Receiving, m: Inbound) {
         }
     }
 }
+
+#[test]
+fn delayed_acks_wait_for_company_time_or_bytes() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut a = DelayedAck::new(1000, ms(5));
+    assert_eq!(a.poll_timeout(), None);
+    assert!(!a.is_due(t0));
+    assert_eq!(a.take(), None);
+
+    // Held until the delay runs out; a later ack replaces an earlier one.
+    a.on_decoded(t0, 3, 100, false);
+    a.on_decoded(t0 + ms(1), 4, 100, false);
+    assert_eq!(a.poll_timeout(), Some(t0 + ms(5)), "timed from the first");
+    assert!(!a.is_due(t0 + ms(4)));
+    assert!(a.is_due(t0 + ms(5)));
+    assert_eq!(a.take(), Some(4));
+    assert_eq!(a.poll_timeout(), None);
+
+    // Enough bytes make it due at once, and the count starts over.
+    a.on_decoded(t0, 5, 600, false);
+    assert!(!a.is_due(t0));
+    a.on_decoded(t0, 6, 400, false);
+    assert!(a.is_due(t0));
+    assert_eq!(a.take(), Some(6));
+    a.on_decoded(t0, 7, 600, false);
+    assert!(!a.is_due(t0));
+
+    // The peer's last frame: at once.
+    a.on_decoded(t0, 8, 1, true);
+    assert!(a.is_due(t0));
+    assert_eq!(a.take(), Some(8));
+    assert!(!a.is_due(t0 + ms(100)), "nothing held");
+
+    // Never goes backwards.
+    a.on_decoded(t0, 9, 1, false);
+    a.on_decoded(t0, 2, 1, false);
+    assert_eq!(a.take(), Some(9));
+}
+
+#[test]
+fn a_flushed_ack_is_due_at_once() {
+    let t0 = Instant::now();
+    let mut a = DelayedAck::new(1000, Duration::from_millis(5));
+    a.flush();
+    assert!(!a.is_due(t0), "nothing held, nothing due");
+    a.on_decoded(t0, 1, 1, false);
+    a.flush();
+    assert!(a.is_due(t0));
+    assert_eq!(a.take(), Some(1));
+}
