@@ -13,8 +13,66 @@
 //! decoded, so a longer prefix that ends at the same byte resolves every
 //! offset the same way, and frames from encoders that used any suffix of
 //! the history decode alike.
+//!
+//! The zstd contexts themselves are kept per thread and reused: a fresh
+//! context allocates and clears its tables, which costs about as much as
+//! compressing a small frame. One per thread, not per connection, so idle
+//! connections hold none.
 
-use zstd::zstd_safe::{CCtx, CParameter, DCtx, DParameter};
+use std::cell::RefCell;
+
+use zstd::zstd_safe::{CCtx, CParameter, DCtx, DParameter, ResetDirective};
+
+thread_local! {
+    static CCTX: RefCell<Option<CCtx<'static>>> = const { RefCell::new(None) };
+    static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's compression context, which may reference
+/// `prefix` (or any buffer of its lifetime) during `f`. The context's
+/// parameters and prefix are reset afterwards.
+fn with_cctx<'p, R>(_prefix: &'p [u8], f: impl FnOnce(&mut CCtx<'p>) -> R) -> R {
+    CCTX.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            // Never reentered in practice; a fresh context is always right.
+            return f(&mut CCtx::create());
+        };
+        let kept: &mut CCtx<'static> = slot.get_or_insert_with(CCtx::create);
+        // SAFETY: `CCtx<'a>` differs from `CCtx<'static>` only in a
+        // `PhantomData<&'a ()>`: the lifetime of the buffers zstd may point
+        // to (the prefix). Seen as `CCtx<'p>`, the context may reference
+        // `prefix` while `f` runs. The reset below (session and parameters:
+        // it clears every dictionary and prefix) removes that reference
+        // before `prefix`'s borrow ends, and a context that failed to reset
+        // is dropped instead of kept.
+        #[allow(unsafe_code)]
+        let ctx: &mut CCtx<'p> = unsafe { &mut *std::ptr::from_mut(kept).cast::<CCtx<'p>>() };
+        let r = f(ctx);
+        if ctx.reset(ResetDirective::SessionAndParameters).is_err() {
+            *slot = None;
+        }
+        r
+    })
+}
+
+/// [`with_cctx`] for this thread's decompression context.
+fn with_dctx<'p, R>(_prefix: &'p [u8], f: impl FnOnce(&mut DCtx<'p>) -> R) -> R {
+    DCTX.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            return f(&mut DCtx::create());
+        };
+        let kept: &mut DCtx<'static> = slot.get_or_insert_with(DCtx::create);
+        // SAFETY: as in `with_cctx`: the reset clears the referenced prefix
+        // before its borrow ends, or the context is dropped.
+        #[allow(unsafe_code)]
+        let ctx: &mut DCtx<'p> = unsafe { &mut *std::ptr::from_mut(kept).cast::<DCtx<'p>>() };
+        let r = f(ctx);
+        if ctx.reset(ResetDirective::SessionAndParameters).is_err() {
+            *slot = None;
+        }
+        r
+    })
+}
 
 /// Bytes of history the encoder gives a frame of `frame_len` bytes as its
 /// prefix: eight times the frame, at least 4 KiB (then at most the
@@ -73,36 +131,37 @@ impl History {
             return None;
         }
         let mut out = Vec::with_capacity(data.len() - 1);
-        let mut cctx = CCtx::create();
-        cctx.set_parameter(CParameter::CompressionLevel(level))
-            .ok()?;
-        cctx.set_parameter(CParameter::ChecksumFlag(false)).ok()?;
-        cctx.set_parameter(CParameter::ContentSizeFlag(true)).ok()?;
         let all = self.bytes();
         let prefix = &all[all.len() - prefix_len(frame_len).min(all.len())..];
-        if !prefix.is_empty() {
-            cctx.ref_prefix(prefix).ok()?;
-        }
-        // Fails with "destination too small" when zstd does not shrink it.
-        cctx.compress2(&mut out, data).ok()?;
+        with_cctx(prefix, |cctx| {
+            cctx.set_parameter(CParameter::CompressionLevel(level))
+                .ok()?;
+            cctx.set_parameter(CParameter::ChecksumFlag(false)).ok()?;
+            cctx.set_parameter(CParameter::ContentSizeFlag(true)).ok()?;
+            if !prefix.is_empty() {
+                cctx.ref_prefix(prefix).ok()?;
+            }
+            // Fails with "destination too small" when zstd does not shrink it.
+            cctx.compress2(&mut out, data).ok()
+        })?;
         Some(out)
     }
 
     /// Decompresses a zstd frame that must yield exactly `orig_len` bytes.
     pub fn decompress(&self, payload: &[u8], orig_len: usize) -> Result<Vec<u8>, String> {
         let mut out = Vec::with_capacity(orig_len);
-        let mut dctx = DCtx::create();
-        // Bound the window a hostile frame can make us allocate.
-        dctx.set_parameter(DParameter::WindowLogMax(27))
-            .map_err(|c| zstd::zstd_safe::get_error_name(c).to_string())?;
         let prefix = self.bytes();
-        if !prefix.is_empty() {
-            dctx.ref_prefix(prefix)
+        let n = with_dctx(prefix, |dctx| {
+            // Bound the window a hostile frame can make us allocate.
+            dctx.set_parameter(DParameter::WindowLogMax(27))
                 .map_err(|c| zstd::zstd_safe::get_error_name(c).to_string())?;
-        }
-        let n = dctx
-            .decompress(&mut out, payload)
-            .map_err(|c| format!("zstd: {}", zstd::zstd_safe::get_error_name(c)))?;
+            if !prefix.is_empty() {
+                dctx.ref_prefix(prefix)
+                    .map_err(|c| zstd::zstd_safe::get_error_name(c).to_string())?;
+            }
+            dctx.decompress(&mut out, payload)
+                .map_err(|c| format!("zstd: {}", zstd::zstd_safe::get_error_name(c)))
+        })?;
         if n != orig_len {
             return Err(format!("zstd frame gave {n} bytes, header says {orig_len}"));
         }
@@ -164,6 +223,30 @@ mod tests {
         }
         assert_eq!(prefix_len(100), 4 << 10);
         assert_eq!(prefix_len(16 << 10), 128 << 10);
+    }
+
+    /// The thread's kept contexts carry nothing from one frame to the next:
+    /// a frame compressed after one with a prefix (and a failed one)
+    /// decodes without it, and a decode after a failed decode works.
+    #[test]
+    fn kept_contexts_forget_prefix_and_level() {
+        let text: Vec<u8> = (0..3000)
+            .flat_map(|i| format!("entry {} value {}\n", i % 50, i % 7).into_bytes())
+            .collect();
+        let mut warm = History::new(1 << 17);
+        warm.push(&text[..20_000]);
+        let cold = History::new(1 << 17);
+        let data = &text[20_000..24_000];
+        let with_prefix = warm.compress(19, data).unwrap();
+        assert!(warm.decompress(&with_prefix[..3], data.len()).is_err());
+        let without = cold.compress(1, data).unwrap();
+        assert_eq!(cold.decompress(&without, data.len()).unwrap(), data);
+        assert_eq!(warm.decompress(&with_prefix, data.len()).unwrap(), data);
+        assert!(
+            cold.decompress(&with_prefix, data.len()).is_err(),
+            "a frame that needs the prefix fails without it"
+        );
+        assert_eq!(cold.decompress(&without, data.len()).unwrap(), data);
     }
 
     #[test]
