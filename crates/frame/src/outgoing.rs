@@ -182,6 +182,21 @@ impl Outgoing {
         self.pending.extend_from_slice(bytes);
     }
 
+    /// [`Self::handle_read`] for a read buffer this end may keep: with
+    /// nothing pending it takes the buffer's bytes without a copy (`buf`
+    /// is left empty, with whatever capacity it gets back).
+    pub fn handle_read_buf(&mut self, now: Instant, buf: &mut BytesMut) {
+        if self.pending.is_empty() && !buf.is_empty() {
+            self.first_at = Some(now);
+            self.last_read = Some(now);
+            std::mem::swap(&mut self.pending, buf);
+            buf.clear();
+        } else {
+            self.handle_read(now, buf);
+            buf.clear();
+        }
+    }
+
     /// The socket ended.
     pub fn handle_eof(&mut self) {
         self.eof = true;

@@ -483,8 +483,8 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                 if n == 0 {
                     o.proto.handle_eof();
                 } else {
-                    o.proto.handle_read(now(), &buf);
                     coding.metrics.app[Dir::In as usize].increment(n as u64);
+                    o.proto.handle_read_buf(now(), &mut buf);
                 }
             }
             w = async { in_flight.as_mut().expect("guarded").0.as_mut().await }, if in_flight.is_some() => {
