@@ -90,6 +90,13 @@ const RESTART: u8 = 7;
 const FIN: u8 = 8;
 
 impl Msg {
+    /// Appends the wire form of a `Frame` message up to its payload, which
+    /// follows as it is (a writer may hand the payload on without copying).
+    pub fn encode_frame_head(header: &FrameHeader, buf: &mut impl BufMut) {
+        buf.put_u8(FRAME);
+        header.encode(buf);
+    }
+
     /// Appends the message's wire form.
     pub fn encode(&self, buf: &mut impl BufMut) {
         match self {
@@ -120,8 +127,7 @@ impl Msg {
                 buf.put_slice(&reason.as_bytes()[..end]);
             }
             Msg::Frame { header, payload } => {
-                buf.put_u8(FRAME);
-                header.encode(buf);
+                Msg::encode_frame_head(header, buf);
                 buf.put_slice(payload);
             }
             Msg::Ack { seq } => {

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use llmpack_codec::{ByteVocab, DecodeError, EncodedFrame, StreamDecoder, StreamEncoder};
 use llmpack_frame::Msg;
@@ -235,12 +235,20 @@ async fn reader(
     }
 }
 
+/// Frame payloads of at least this many bytes go to a stream as chunks of
+/// their own instead of being copied into the write buffer.
+const OWN_CHUNK: usize = 4 << 10;
+
 async fn writer(
     mut sink: Sink<'_>,
     mut rx: mpsc::Receiver<Out>,
     coding: &Coding,
 ) -> Result<(), ConnError> {
-    let mut buf = Vec::with_capacity(64 << 10);
+    // Small messages and frame heads; large payloads as their own chunks
+    // (stream mode: quinn takes them without a copy).
+    let mut buf = BytesMut::with_capacity(16 << 10);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let own_chunks = matches!(sink, Sink::Stream(_));
     // A quarter of the peer's resend buffer keeps a one-way bulk transfer
     // acknowledged well before that buffer fills.
     let mut acks = DelayedAck::new(coding.limits.buffer / 4, ACK_DELAY);
@@ -263,16 +271,24 @@ async fn writer(
             None => None,
         };
         // Coalesce what is already queued into one write.
-        buf.clear();
+        let mut len = 0;
         while let Some(m) = next.take() {
             match m {
+                Out::Msg(Msg::Frame { header, payload })
+                    if own_chunks && payload.len() >= OWN_CHUNK =>
+                {
+                    Msg::encode_frame_head(&header, &mut buf);
+                    len += buf.len() + payload.len();
+                    chunks.push(buf.split().freeze());
+                    chunks.push(Bytes::from(payload));
+                }
                 Out::Msg(m) => m.encode(&mut buf),
                 Out::Ack { seq, bytes, urgent } => {
                     acks.on_decoded(Instant::now().into_std(), seq, bytes, urgent);
                 }
                 Out::FlushAcks => acks.flush(),
             }
-            if buf.len() >= (64 << 10) {
+            if len + buf.len() >= (64 << 10) {
                 break;
             }
             match rx.try_recv() {
@@ -283,26 +299,35 @@ async fn writer(
         }
         // A held ack rides with any message; alone it goes when due, and
         // before the writer ends.
-        if (!buf.is_empty() || !open || acks.is_due(Instant::now().into_std()))
+        let sending = !buf.is_empty() || !chunks.is_empty();
+        if (sending || !open || acks.is_due(Instant::now().into_std()))
             && let Some(seq) = acks.take()
         {
             Msg::Ack { seq }.encode(&mut buf);
         }
-        if buf.is_empty() {
+        len += buf.len();
+        if !buf.is_empty() {
+            chunks.push(buf.split().freeze());
+        }
+        if chunks.is_empty() {
             continue;
         }
         match &mut sink {
             Sink::Stream(send) => send
-                .write_all(&buf)
+                .write_all_chunks(&mut chunks)
                 .await
                 .map_err(|e| ConnError::Stream(e.to_string()))?,
             Sink::Fec(tx) => {
-                for chunk in buf.chunks(ITEM_PAYLOAD) {
-                    tx.send(ItemKind::Msgs, chunk).await?;
+                // Only small messages here (no own chunks): one buffer.
+                for part in &chunks {
+                    for chunk in part.chunks(ITEM_PAYLOAD) {
+                        tx.send(ItemKind::Msgs, chunk).await?;
+                    }
                 }
             }
         }
-        coding.metrics.link[Dir::Out as usize].increment(buf.len() as u64);
+        chunks.clear();
+        coding.metrics.link[Dir::Out as usize].increment(len as u64);
     }
     match sink {
         // The stream carries only the openings; the caller closes it.
