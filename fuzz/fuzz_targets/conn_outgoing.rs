@@ -62,7 +62,14 @@ fuzz_target!(|data: &[u8]| {
                     })
                     .collect();
                 read.extend_from_slice(&bytes);
-                o.handle_read(now, &bytes);
+                if arg & 1 == 0 {
+                    o.handle_read(now, &bytes);
+                } else {
+                    // The tunnel's path: the read buffer handed over.
+                    let mut buf = bytes::BytesMut::from(&bytes[..]);
+                    o.handle_read_buf(now, &mut buf);
+                    assert!(buf.is_empty());
+                }
             }
             1 => o.handle_eof(),
             2 => now += Duration::from_millis(u64::from(arg % 32)),
