@@ -63,7 +63,7 @@ fn drive(s: &mut Sending, r: &mut Receiving, m: Inbound) {
             if let Ok(rs) = s.on_resend(seq) {
                 assert_eq!(rs.seq, seq);
                 assert_eq!(rs.bytes.len() as u64, s.next_seq() - seq);
-                let total: usize = rs.bytes.iter().map(Vec::len).sum();
+                let total: usize = rs.bytes.iter().map(bytes::Bytes::len).sum();
                 assert!(total <= s.unacked_bytes());
             }
         }

@@ -198,6 +198,16 @@ impl StreamEncoder {
         self.zstd_on = on;
     }
 
+    /// Whether [`Self::push_with`] with `allow_model` will send the frame
+    /// `raw`, its payload the pushed bytes themselves (a caller can then
+    /// keep one buffer for both).
+    pub fn sends_raw(&self, allow_model: bool) -> bool {
+        let no_model = !allow_model
+            || self.lanes.is_empty()
+            || matches!(self.cfg.policy, Policy::Zstd | Policy::Raw);
+        no_model && (self.cfg.policy == Policy::Raw || !self.zstd_on)
+    }
+
     /// Bytes zstd has compressed so far and the wall time it took on them,
     /// for callers that weigh zstd's speed against the link's.
     pub fn zstd_work(&self) -> (u64, std::time::Duration) {

@@ -354,11 +354,15 @@ fn zstd_switched_off_goes_raw_and_keeps_the_history() {
     let mut work = Vec::new();
     for (i, data) in frames.iter().enumerate() {
         enc.set_zstd(i != 1);
+        assert_eq!(enc.sends_raw(true), i == 1, "frame {i}");
         enc.push(data.clone());
         work.push(enc.zstd_work().0);
         let f = enc.take_frame().expect("model-free frames finish at once");
         let want = if i == 1 { Codec::Raw } else { Codec::Zstd };
         assert_eq!(f.header.codec, want, "frame {i}");
+        if i == 1 {
+            assert_eq!(&f.payload, data, "a raw payload is the bytes");
+        }
         if i == 2 {
             // The same bytes as the raw frame 1: zstd finds them in its
             // history and codes them as one long match.

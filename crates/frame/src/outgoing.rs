@@ -29,7 +29,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::policy::{self, Choice, Inputs, ZSTD_LEVELS, ZSTD_PROBE_EVERY};
 use crate::protocol::{ProtoError, Resend, Sending};
@@ -216,7 +216,7 @@ impl Outgoing {
 
     /// The coder finished the frame of the last [`Step::Frame`], which
     /// carried `data`, and it is sent: returns its sequence number.
-    pub fn handle_coded(&mut self, data: Vec<u8>) -> u64 {
+    pub fn handle_coded(&mut self, data: impl Into<Bytes>) -> u64 {
         self.coding = false;
         self.sending.sent(data)
     }

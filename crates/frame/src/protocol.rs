@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::{Error, FrameHeader, MAX_FRAME_LEN, MAX_REASON_LEN, Msg};
 
@@ -147,7 +147,10 @@ impl Inbox {
                 }
             }
             return match msg {
-                Msg::Frame { header, payload } => Ok(Some(Inbound::Frame { header, payload })),
+                Msg::Frame { header, payload } => Ok(Some(Inbound::Frame {
+                    header,
+                    payload: payload.into(),
+                })),
                 Msg::Restart { seq, frames } => Ok(Some(Inbound::Restart { seq, frames })),
                 Msg::Fin => Ok(Some(Inbound::Fin)),
                 Msg::Ack { seq } => Ok(Some(Inbound::Ack(seq))),
@@ -203,14 +206,14 @@ pub struct Resend {
     pub seq: u64,
     /// The bytes of frames `seq..`, in order, to resend model-free after a
     /// `Restart { seq, frames: bytes.len() }`.
-    pub bytes: Vec<Vec<u8>>,
+    pub bytes: Vec<Bytes>,
 }
 
 /// The sending direction: frames sent and not yet acknowledged.
 #[derive(Debug, Default)]
 pub struct Sending {
     next_seq: u64,
-    unacked: VecDeque<(u64, Vec<u8>)>,
+    unacked: VecDeque<(u64, Bytes)>,
     unacked_bytes: usize,
     tail: Vec<u8>,
     fin: bool,
@@ -224,7 +227,8 @@ impl Sending {
 
     /// Records a frame about to be sent, carrying `data`; returns its
     /// sequence number.
-    pub fn sent(&mut self, data: Vec<u8>) -> u64 {
+    pub fn sent(&mut self, data: impl Into<Bytes>) -> u64 {
+        let data = data.into();
         push_tail(&mut self.tail, &data);
         self.unacked_bytes += data.len();
         let seq = self.next_seq;

@@ -17,7 +17,7 @@
 //! Frames of a direction are numbered from 0 in the order they are sent;
 //! the frames after a `Restart { seq, .. }` are numbered from `seq` again.
 
-use bytes::{Buf, BufMut};
+use bytes::{Buf, BufMut, Bytes};
 
 use crate::{Error, FRAME_HEADER_LEN, FrameHeader, Result, need};
 
@@ -55,8 +55,9 @@ pub enum Msg {
     Frame {
         /// Its header.
         header: FrameHeader,
-        /// Its payload, `header.payload_len` bytes.
-        payload: Vec<u8>,
+        /// Its payload, `header.payload_len` bytes (shared, so a sender
+        /// can keep it for a resend without a copy).
+        payload: Bytes,
     },
     /// Every frame of the peer's direction up to `seq` decoded and verified.
     Ack {
@@ -204,7 +205,7 @@ impl Msg {
                 // payload_len <= MAX_PAYLOAD_LEN, checked by the header.
                 let n = header.payload_len as usize;
                 need(b, n)?;
-                let payload = b[..n].to_vec();
+                let payload = Bytes::copy_from_slice(&b[..n]);
                 b.advance(n);
                 Msg::Frame { header, payload }
             }
@@ -260,7 +261,7 @@ mod tests {
                     tokens: 0,
                     checksum: 9,
                 },
-                payload: b"abc".to_vec(),
+                payload: Bytes::from_static(b"abc"),
             },
             Msg::Ack { seq: 5 },
             Msg::Resend { seq: 6 },

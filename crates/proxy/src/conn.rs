@@ -27,13 +27,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use llmpack_codec::{ByteVocab, DecodeError, EncodedFrame, StreamDecoder, StreamEncoder};
-use llmpack_frame::Msg;
 use llmpack_frame::fec_items::{ITEM_PAYLOAD, ItemKind};
 use llmpack_frame::opening::{Opening, Path as OpeningPath};
 use llmpack_frame::outgoing::{Cut, Outgoing, Step};
 use llmpack_frame::protocol::{
     ACK_DELAY, DelayedAck, FinStep, FrameStep, Inbound, Inbox, Receiving, Resend, Restarted,
 };
+use llmpack_frame::{Codec, Msg};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -280,7 +280,7 @@ async fn writer(
                     Msg::encode_frame_head(&header, &mut buf);
                     len += buf.len() + payload.len();
                     chunks.push(buf.split().freeze());
-                    chunks.push(Bytes::from(payload));
+                    chunks.push(payload);
                 }
                 Out::Msg(m) => m.encode(&mut buf),
                 Out::Ack { seq, bytes, urgent } => {
@@ -351,21 +351,37 @@ struct Outbound<'a> {
 }
 
 impl Outbound<'_> {
-    /// Sends a coded frame; `tried_model`: the model had it (and coded it,
-    /// or lost to zstd / raw).
+    /// Sends a coded frame of `data` (kept for a resend until the peer
+    /// acknowledges it); `None`: a frame that could only go raw, whose
+    /// payload is its bytes, so one buffer serves both. `tried_model`: the
+    /// model had it (and coded it, or lost to zstd / raw).
     async fn send_frame(
         &mut self,
         f: EncodedFrame,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         tried_model: bool,
     ) -> Result<(), ConnError> {
         self.coding.count_frame(Dir::Out, &f.header);
         let wire = self.coding.account(&mut self.costs, &f, tried_model);
+        let payload = Bytes::from(f.payload);
+        let data = match data {
+            Some(d) => Bytes::from(d),
+            None if f.header.codec == Codec::Raw && payload.len() == f.header.orig_len as usize => {
+                payload.clone()
+            }
+            // A resend must carry the original bytes: never guess them.
+            None => {
+                return Err(ConnError::Protocol(format!(
+                    "internal: a frame without zstd or the model came out {:?}",
+                    f.header.codec
+                )));
+            }
+        };
         let seq = self.proto.handle_coded(data);
         self.in_flight.sent(seq, wire);
         self.msg(Msg::Frame {
             header: f.header,
-            payload: f.payload,
+            payload,
         })
         .await
     }
@@ -393,7 +409,16 @@ impl Outbound<'_> {
         enc.set_zstd_level(zstd_level);
         enc.set_zstd(zstd);
         let before = enc.zstd_work();
-        enc.push_with(data.clone(), choice.model());
+        let model = choice.model();
+        if enc.sends_raw(model) {
+            // The payload will be the bytes themselves.
+            enc.push_with(data, model);
+            let f = enc.take_frame().expect("model-free frames finish in push");
+            self.enc = Some(enc);
+            self.send_frame(f, None, false).await?;
+            return Ok(None);
+        }
+        enc.push_with(data.clone(), model);
         let after = enc.zstd_work();
         ZSTD_SPEED.record(
             zstd_level,
@@ -403,7 +428,7 @@ impl Outbound<'_> {
         match enc.take_frame() {
             Some(f) => {
                 self.enc = Some(enc);
-                self.send_frame(f, data, false).await?;
+                self.send_frame(f, Some(data), false).await?;
                 Ok(None)
             }
             None => {
@@ -437,12 +462,12 @@ impl Outbound<'_> {
             b"",
         );
         for data in resend.bytes {
-            free.push(data);
+            free.push(data.to_vec());
             let f = free.take_frame().expect("model-free frames finish in push");
             self.coding.count_frame(Dir::Out, &f.header);
             self.msg(Msg::Frame {
                 header: f.header,
-                payload: f.payload,
+                payload: f.payload.into(),
             })
             .await?;
         }
@@ -536,7 +561,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                 };
                 let f = enc.take_frame().expect("finished frames: the scheduler's, or model-free");
                 o.enc = Some(enc);
-                o.send_frame(f, data, true).await?;
+                o.send_frame(f, Some(data), true).await?;
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
         }

@@ -221,7 +221,7 @@ fn a_resend_waits_for_the_coder_and_the_latest_wins() {
         quiet(&mut o, t0),
         Some(Step::Restart(Resend {
             seq: 1,
-            bytes: vec![b"b".to_vec(), b"c".to_vec()]
+            bytes: vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]
         }))
     );
     assert_eq!(o.tail(), b"abc");

@@ -27,7 +27,7 @@ fn inbox_routes_messages_after_opened_byte_by_byte() {
         Msg::Opened,
         Msg::Frame {
             header: header(3),
-            payload: b"abc".to_vec(),
+            payload: Bytes::from_static(b"abc"),
         },
         Msg::Ack { seq: 0 },
         Msg::Resend { seq: 1 },
@@ -212,7 +212,7 @@ proptest! {
         let mut fails = 0;
         let send_frame = |data: Vec<u8>, to_r: &mut VecDeque<Msg>| {
             let len = u32::try_from(data.len()).unwrap();
-            to_r.push_back(Msg::Frame { header: header(len), payload: data });
+            to_r.push_back(Msg::Frame { header: header(len), payload: data.into() });
         };
         let deliver = |fail: bool,
                        r: &mut Receiving,
@@ -250,7 +250,7 @@ proptest! {
                     let frames = u32::try_from(rs.bytes.len()).unwrap();
                     to_r.push_back(Msg::Restart { seq: rs.seq, frames });
                     for d in rs.bytes {
-                        send_frame(d, to_r);
+                        send_frame(d.to_vec(), to_r);
                     }
                 }
                 Some(m) => panic!("unexpected {m:?}"),
