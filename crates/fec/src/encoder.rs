@@ -187,8 +187,8 @@ pub struct BlockEncoder {
     sent_bytes: u64,
     fallbacks: VecDeque<Fallback>,
     loss: Option<f64>,
-    /// Symbols reported since the last report that showed a loss.
-    clean_run: u64,
+    /// Symbols reported and lost over the long run (see [`CLEAN_RUN`](repair::CLEAN_RUN)).
+    long_run: (f64, f64),
     /// Fractional repair symbols owed on a clean path (see [`LOW_LOSS`](repair::LOW_LOSS)).
     credit: f64,
     /// Feedback freed a block since the last `handle_timeout`.
@@ -226,7 +226,7 @@ impl BlockEncoder {
             sent_bytes: 0,
             fallbacks: VecDeque::new(),
             loss: None,
-            clean_run: 0,
+            long_run: (0.0, 0.0),
             credit: 0.0,
             progressed: false,
             rtt: Duration::ZERO,

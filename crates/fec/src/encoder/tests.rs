@@ -363,8 +363,8 @@ fn small_clean_reports_do_not_drop_the_repair_of_small_blocks() {
     enc.push(now, b"x").unwrap();
     assert_eq!(enc.drain(now + Duration::from_secs(1), 1200).len(), 2);
     enc.handle_feedback(Feedback::Decoded { block: 0 });
-    // 1000 symbols without a loss: the path is clean now.
-    enc.handle_feedback(report(800));
+    // Over 300 symbols without a loss: the path is clean now.
+    enc.handle_feedback(report(200));
     let mut sent = 0;
     for i in 1..=10u32 {
         enc.push(now, b"x").unwrap();
