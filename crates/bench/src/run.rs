@@ -715,6 +715,7 @@ async fn client(
             }
             Ok(Ok((body, overhead))) => {
                 latencies.push(t0.elapsed());
+                tracing::debug!(n, ms = t0.elapsed().as_millis(), "exchange done");
                 if body == workload.response(n, size) {
                     add(&tally.complete, 1);
                     add(&tally.app_bytes, overhead + body.len());

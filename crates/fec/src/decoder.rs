@@ -197,8 +197,9 @@ impl BlockDecoder {
             });
         }
         // Blocks skipped over lost all their symbols: ask for them after
-        // the usual gap, as for a block that stalled.
-        let after = self.config.topup_after.max(self.gap * 3);
+        // the usual gap, as for a block that stalled, plus the spacing of a
+        // small block's symbols (its repair may still be on the way).
+        let after = self.config.topup_after.max(self.gap * 3) + crate::spacing(self.rtt);
         for b in self.seen_below.max(next)..h.block {
             self.blocks.entry(b).or_insert(Rx::Missing(now + after));
         }

@@ -133,6 +133,25 @@ struct Encoded {
     /// When to send a tail probe if no feedback has come.
     probe_at: Option<Instant>,
     probes: u32,
+    /// When the block's next datagram may go, if two of its datagrams fit
+    /// in one packet (see [`spacing`](crate::spacing)).
+    gate: Option<Gate>,
+}
+
+/// The next datagram of a small block waits until either holds: then it
+/// cannot share a packet with the block's previous one.
+#[derive(Clone, Copy)]
+struct Gate {
+    /// The previous one has left the sender's queues by then.
+    at: Instant,
+    /// A packet's worth of other datagrams went after the previous one.
+    sent_bytes: u64,
+}
+
+impl Gate {
+    fn open(self, now: Instant, sent_bytes: u64) -> bool {
+        self.at <= now || self.sent_bytes <= sent_bytes
+    }
 }
 
 /// Tail probes per block: a block whose every symbol was lost is unknown to
@@ -149,6 +168,9 @@ const PROBE_MIN: Duration = Duration::from_millis(25);
 struct TxBlock {
     data: Vec<u8>,
     encoded: Option<Encoded>,
+    /// Closed by [`BlockEncoder::flush`]: the last of a burst (see
+    /// [`TAIL_FAILURE`](repair::TAIL_FAILURE)).
+    tail: bool,
 }
 
 /// Sender state machine; see the crate docs.
@@ -158,19 +180,22 @@ pub struct BlockEncoder {
     next_block: u32,
     blocks: BTreeMap<u32, TxBlock>,
     queue: VecDeque<(u32, Vec<u8>)>,
+    /// Datagrams of small blocks held back until their block's [`Gate`]
+    /// opens, each block's in order (see [`spacing`](crate::spacing)).
+    spaced: VecDeque<(u32, Vec<u8>)>,
+    /// Bytes of all datagrams handed out.
+    sent_bytes: u64,
     fallbacks: VecDeque<Fallback>,
     loss: Option<f64>,
-    /// Fractional repair symbols owed on a clean path (see [`LOW_LOSS`]).
+    /// Symbols reported and lost over the long run (see [`CLEAN_RUN`](repair::CLEAN_RUN)).
+    long_run: (f64, f64),
+    /// Fractional repair symbols owed on a clean path (see [`LOW_LOSS`](repair::LOW_LOSS)).
     credit: f64,
     /// Feedback freed a block since the last `handle_timeout`.
     progressed: bool,
     rtt: Duration,
     stats: EncoderStats,
 }
-
-/// Below this measured loss a block may get no repair symbol at all (see
-/// `repair_for`); at or above it, every block gets at least one.
-pub const LOW_LOSS: f64 = 0.005;
 
 impl std::fmt::Debug for BlockEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,8 +222,11 @@ impl BlockEncoder {
             next_block: 0,
             blocks: BTreeMap::new(),
             queue: VecDeque::new(),
+            spaced: VecDeque::new(),
+            sent_bytes: 0,
             fallbacks: VecDeque::new(),
             loss: None,
+            long_run: (0.0, 0.0),
             credit: 0.0,
             progressed: false,
             rtt: Duration::ZERO,
@@ -222,6 +250,24 @@ impl BlockEncoder {
         (self.rtt * 2).max(PROBE_MIN) + self.config.block_delay
     }
 
+    /// The first held datagram whose block's gate is open (or whose block
+    /// is gone: the caller drops it).
+    fn pop_spaced(&mut self, now: Instant) -> Option<(u32, Vec<u8>)> {
+        let mut waiting: Vec<u32> = Vec::new();
+        for i in 0..self.spaced.len() {
+            let id = self.spaced[i].0;
+            if waiting.contains(&id) {
+                continue;
+            }
+            let gate = self.blocks.get(&id).and_then(|b| b.encoded.as_ref()?.gate);
+            if gate.is_none_or(|g| g.open(now, self.sent_bytes)) {
+                return self.spaced.remove(i);
+            }
+            waiting.push(id);
+        }
+        None
+    }
+
     /// Whether [`push`](Self::push) would refuse: too many blocks in flight.
     pub fn is_full(&self) -> bool {
         self.blocks.len() >= self.config.max_blocks_in_flight
@@ -241,7 +287,7 @@ impl BlockEncoder {
             .as_ref()
             .is_some_and(|o| o.data.len() + needed > self.config.block_bytes)
         {
-            self.close();
+            self.close(false);
         }
         let open = self.open.get_or_insert_with(|| Open {
             data: Vec::new(),
@@ -249,19 +295,20 @@ impl BlockEncoder {
         });
         items::append(&mut open.data, item);
         if open.data.len() >= self.config.block_bytes {
-            self.close();
+            self.close(false);
         }
         Ok(())
     }
 
     /// Closes the open block now, without waiting for `block_delay`: for a
     /// caller whose link is idle, where waiting for more items only adds
-    /// latency.
+    /// latency. The block is the last of a burst, so it gets enough repair
+    /// symbols that it needs a top-up at most 1 % of the time.
     pub fn flush(&mut self) {
-        self.close();
+        self.close(true);
     }
 
-    fn close(&mut self) {
+    fn close(&mut self, tail: bool) {
         if let Some(open) = self.open.take() {
             let data = open.data;
             self.blocks.insert(
@@ -269,6 +316,7 @@ impl BlockEncoder {
                 TxBlock {
                     data,
                     encoded: None,
+                    tail,
                 },
             );
             self.next_block = self.next_block.wrapping_add(1);
@@ -285,14 +333,21 @@ impl BlockEncoder {
             .blocks
             .values()
             .filter_map(|b| b.encoded.as_ref()?.deadline);
-        let probe = if self.queue.is_empty() {
+        let spaced = (self.spaced.iter())
+            .filter_map(|(id, _)| Some(self.blocks.get(id)?.encoded.as_ref()?.gate?.at))
+            .min();
+        let probe = if self.queue.is_empty() && self.spaced.is_empty() {
             (self.blocks.values().rev())
                 .find_map(|b| b.encoded.as_ref())
                 .and_then(|e| e.probe_at)
         } else {
             None
         };
-        open.into_iter().chain(acks).chain(probe).min()
+        open.into_iter()
+            .chain(acks)
+            .chain(spaced)
+            .chain(probe)
+            .min()
     }
 
     /// Handles expired deadlines; [`poll_transmit`](Self::poll_transmit) calls it too.
@@ -314,7 +369,7 @@ impl BlockEncoder {
             .as_ref()
             .is_some_and(|o| o.first_at + self.config.block_delay <= now)
         {
-            self.close();
+            self.close(false);
         }
         let overdue: Vec<u32> = (self.blocks.iter())
             .filter(|(_, b)| {
@@ -332,7 +387,7 @@ impl BlockEncoder {
         // else waits to go: any later symbol that arrives shows the
         // receiver the blocks before it, and it asks for those itself.
         let probe_after = self.probe_after();
-        if !self.queue.is_empty() {
+        if !self.queue.is_empty() || !self.spaced.is_empty() {
             return;
         }
         let Some((&id, enc)) =
@@ -364,8 +419,11 @@ impl BlockEncoder {
         self.handle_timeout(now);
         let timeout = self.ack_timeout();
         let probe_after = self.probe_after();
+        let spacing = crate::spacing(self.rtt);
         loop {
-            if let Some((id, datagram)) = self.queue.pop_front() {
+            let due = self.pop_spaced(now).map(|(id, d)| (id, d, true));
+            let next = due.or_else(|| self.queue.pop_front().map(|(id, d)| (id, d, false)));
+            if let Some((id, datagram, was_spaced)) = next {
                 let Some(enc) = self.blocks.get_mut(&id).and_then(|b| b.encoded.as_mut()) else {
                     continue; // decoded or given up meanwhile
                 };
@@ -373,6 +431,22 @@ impl BlockEncoder {
                     self.give_up(id); // the path shrank below this block's symbols
                     continue;
                 }
+                let len = u64::try_from(datagram.len()).unwrap_or(u64::MAX);
+                if datagram.len().saturating_mul(2) <= max_datagram {
+                    let shut = enc.gate.is_some_and(|g| !g.open(now, self.sent_bytes));
+                    if !was_spaced && (shut || self.spaced.iter().any(|(b, _)| *b == id)) {
+                        // Too soon after the block's previous datagram, or
+                        // earlier ones of it wait: queue behind them.
+                        self.spaced.push_back((id, datagram));
+                        continue;
+                    }
+                    let max = u64::try_from(max_datagram).unwrap_or(u64::MAX);
+                    enc.gate = Some(Gate {
+                        at: now + spacing,
+                        sent_bytes: self.sent_bytes + len + max,
+                    });
+                }
+                self.sent_bytes += len;
                 enc.deadline = Some(now + timeout);
                 if enc.probes == 0 && enc.topups == 0 {
                     enc.probe_at = Some(now + probe_after);
@@ -405,7 +479,11 @@ impl BlockEncoder {
         padded.resize(usize::from(k) * usize::from(symbol_size), 0);
         let oti = ObjectTransmissionInformation::new(u64::from(transfer_len), symbol_size, 1, 1, 1);
         let encoder = SourceBlockEncoder::new(0, &oti, &padded);
-        let repair = self.repair_for(k, ratio);
+        let tail = block.tail;
+        let mut repair = self.repair_for(k, ratio);
+        if tail {
+            repair = repair.max(self.tail_repair(k));
+        }
         let block = self.blocks.get_mut(&id)?;
         let header = SymbolHeader {
             block: id,
@@ -432,6 +510,7 @@ impl BlockEncoder {
             deadline: None,
             probe_at: None,
             probes: 0,
+            gate: None,
         });
         Some(())
     }
@@ -461,15 +540,7 @@ impl BlockEncoder {
                 for id in done {
                     self.blocks.remove(&id);
                 }
-                if expected > 0 {
-                    let sample = 1.0 - f64::from(received) / f64::from(expected);
-                    let w = sample_weight(self.config.loss_weight, expected);
-                    let loss = self.loss.map_or(sample, |l| l + w * (sample - l));
-                    self.loss = Some(loss);
-                    self.stats.loss_estimate = loss;
-                    self.stats.repair_ratio =
-                        (loss * 1.25 + 0.01).clamp(self.config.min_ratio, self.config.max_ratio);
-                }
+                self.handle_loss_report(expected, received);
             }
         }
     }
@@ -551,34 +622,6 @@ impl BlockEncoder {
     }
 }
 
-impl BlockEncoder {
-    /// Repair symbols for a block of `k`: `k * ratio` on average, fractions
-    /// carried from block to block. While the measured loss is at least
-    /// [`LOW_LOSS`] (or not measured yet) every block gets at least one, and
-    /// the extra is paid back by later blocks (at most one symbol owed);
-    /// on a clean path a block may get none: a rare loss then costs a
-    /// top-up, not a standing tax of a whole symbol on every small block.
-    fn repair_for(&mut self, k: u16, ratio: f64) -> u32 {
-        if ratio <= 0.0 {
-            return 0;
-        }
-        let clean = self.loss.is_some_and(|l| l < LOW_LOSS);
-        self.credit += f64::from(k) * ratio;
-        let mut r = self.credit.floor().clamp(0.0, 4.0 * 65_536.0);
-        if r == 0.0 && !clean {
-            r = 1.0;
-        }
-        self.credit = (self.credit - r).max(-1.0);
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "clamped to [0, 2^18]"
-        )]
-        let r = r as u32;
-        r
-    }
-}
-
 fn datagram(mut header: SymbolHeader, packet: EncodingPacket) -> Vec<u8> {
     let (id, symbol) = packet.split();
     header.esi = id.encoding_symbol_id();
@@ -589,15 +632,22 @@ fn datagram(mut header: SymbolHeader, packet: EncodingPacket) -> Vec<u8> {
 }
 
 #[cfg(test)]
+impl BlockEncoder {
+    /// Everything due by `now` and the datagrams spaced after it (see
+    /// [`spacing`](crate::spacing)), short of tail probes.
+    pub(crate) fn drain(&mut self, now: Instant, max_datagram: usize) -> Vec<Vec<u8>> {
+        let step = crate::spacing(self.rtt);
+        let mut out = Vec::new();
+        for i in 0..8 {
+            let t = now + step * i;
+            out.extend(std::iter::from_fn(|| self.poll_transmit(t, max_datagram)));
+        }
+        out
+    }
+}
+
+mod repair;
+#[cfg(test)]
 mod tests;
 
-/// Symbols a loss report must cover to get the full `loss_weight`.
-pub(crate) const WEIGHT_SYMBOLS: u32 = 16;
-
-/// The weight of a loss sample over `symbols` symbols in a moving average
-/// that gives a report `w`: reports on fewer than [`WEIGHT_SYMBOLS`] symbols
-/// get proportionally less, so that a run of tiny reports (a lightly
-/// loaded link) does not swing the estimate.
-pub(crate) fn sample_weight(w: f64, symbols: u32) -> f64 {
-    w * f64::from(symbols.min(WEIGHT_SYMBOLS)) / f64::from(WEIGHT_SYMBOLS)
-}
+pub(crate) use repair::sample_weight;

@@ -15,8 +15,13 @@
 //! first polled for transmission: the symbol size is derived from the
 //! `max_datagram` passed to [`BlockEncoder::poll_transmit`] (what quinn's
 //! `max_datagram_size()` says at that moment) minus [`HEADER_LEN`], never a
-//! constant. It yields the `k` source symbols plus `ceil(k * repair_ratio)`
-//! repair symbols (at least one when the ratio is above zero).
+//! constant. It yields the `k` source symbols plus `k * repair_ratio` repair
+//! symbols on average (at least one until the path has shown itself clean).
+//! A block closed by [`BlockEncoder::flush`] (the caller's link went idle:
+//! the last block of a burst) gets at least as many as leave a chance of
+//! at most 1 % that its losses exceed its repair, since a top-up would cost
+//! it a whole round trip. Two datagrams of a block small enough to share a
+//! QUIC packet are spaced apart, so that one lost packet does not take both.
 //!
 //! The receiver side, [`BlockDecoder`], parses and validates every header field
 //! before a symbol reaches raptorq (raptorq indexes without checking), decodes
@@ -60,6 +65,8 @@
 //! [`SymbolHeader`]. Feedback messages: see [`Feedback`].
 #![warn(missing_docs)]
 
+use std::time::Duration;
+
 mod decoder;
 mod encoder;
 mod items;
@@ -91,6 +98,27 @@ pub const MAX_TOPUP_SYMBOLS: u32 = 1 << 16;
 /// the encoder sends the whole block again in fresh symbols, as many as its
 /// loss estimate says are needed.
 pub const WHOLE_BLOCK: u32 = MAX_TOPUP_SYMBOLS;
+
+/// Least time between two datagrams of one block small enough to share a
+/// packet (see [`spacing`]).
+const SPACING_MIN: Duration = Duration::from_millis(1);
+/// Most time between them: long enough for the proxy's 3 KiB datagram send
+/// buffer to drain at 1 Mbit/s (25 ms).
+const SPACING_MAX: Duration = Duration::from_millis(30);
+
+/// Time between two datagrams of one block that could share a packet, on a
+/// path of round trip `rtt`. QUIC puts as many queued datagrams into a
+/// packet as fit, so a small block's source and repair symbols, queued
+/// together, would be lost together and the repair would protect nothing.
+/// The encoder holds the block's next datagram until a packet's worth of
+/// other datagrams went after its previous one, or for this long (a
+/// twentieth of the round trip, 1 to 30 ms: time for the queues below to
+/// drain); that costs latency only when the first one is lost, far less
+/// than the round trip of a top-up. The decoder waits this much longer
+/// before it asks for a block none of whose symbols arrived.
+pub(crate) fn spacing(rtt: Duration) -> Duration {
+    (rtt / 20).clamp(SPACING_MIN, SPACING_MAX)
+}
 
 /// Errors from parsing wire data.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]

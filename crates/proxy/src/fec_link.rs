@@ -482,6 +482,7 @@ async fn run(
         topup_symbols = e.topup_symbols,
         topups = e.topups,
         fallbacks = e.fallbacks,
+        probes = e.probes,
         peer_loss = format_args!("{:.3}", e.loss_estimate),
         received = d.symbols_received,
         decoded = d.blocks_decoded,
@@ -512,7 +513,11 @@ async fn drive(
         let rtt = conn.rtt();
         enc.set_rtt(rtt);
         dec.set_rtt(rtt);
+        let probes = enc.stats().probes;
         enc.handle_timeout(std_now);
+        if enc.stats().probes != probes {
+            debug!(probes = enc.stats().probes, "FEC tail probe");
+        }
         {
             let Ok(mut r) = routes.lock() else {
                 return "route table poisoned";
@@ -528,6 +533,9 @@ async fn drive(
             }
         }
         while let Some(fb) = dec.poll_feedback(std_now) {
+            if let Feedback::NeedMore { block, symbols } = fb {
+                debug!(block, symbols, "FEC asking the peer for a top-up");
+            }
             let mut b = Vec::with_capacity(Feedback::MAX_LEN);
             fb.encode(&mut b);
             if control.len() >= 256 {
@@ -616,7 +624,12 @@ fn on_datagram(enc: &mut BlockEncoder, dec: &mut BlockDecoder, now: std::time::I
         Some(_) => {
             let mut b = d;
             match Feedback::decode(&mut b) {
-                Ok(fb) => enc.handle_feedback(fb),
+                Ok(fb) => {
+                    if let Feedback::NeedMore { block, symbols } = fb {
+                        debug!(block, symbols, "FEC top-up asked by the peer");
+                    }
+                    enc.handle_feedback(fb);
+                }
                 Err(e) => debug!(error = %e, "FEC feedback dropped"),
             }
         }

@@ -10,8 +10,7 @@ fn blocks(items: &[&[u8]]) -> Vec<Vec<Vec<u8>>> {
         .iter()
         .map(|item| {
             enc.push(now, item).unwrap();
-            let later = now + Duration::from_secs(1);
-            std::iter::from_fn(|| enc.poll_transmit(later, 300)).collect()
+            enc.drain(now + Duration::from_secs(1), 300)
         })
         .collect()
 }

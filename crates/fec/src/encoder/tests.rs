@@ -1,4 +1,5 @@
 //! Unit tests of the encoder.
+use super::repair::{LOW_LOSS, TAIL_FAILURE, block_failure};
 use super::*;
 
 fn encoder(cfg: EncoderConfig) -> BlockEncoder {
@@ -112,13 +113,22 @@ fn topups_then_fallback_return_items() {
     enc.push(now, b"one").unwrap();
     enc.push(now, b"two").unwrap();
     let later = now + Duration::from_millis(10);
-    let sent = std::iter::from_fn(|| enc.poll_transmit(later, 1200)).count();
-    assert_eq!(sent, 2, "one source symbol plus one repair");
+    assert_eq!(
+        enc.poll_transmit(later, 1200).map(|d| d.len()),
+        Some(HEADER_LEN + 64),
+        "the source symbol"
+    );
+    assert!(
+        enc.poll_transmit(later, 1200).is_none(),
+        "the repair symbol would share its packet: it waits"
+    );
+    let sent = enc.drain(later, 1200).len();
+    assert_eq!(sent, 1, "then the repair symbol");
     enc.handle_feedback(Feedback::NeedMore {
         block: 0,
         symbols: 3,
     });
-    let esis: Vec<u32> = std::iter::from_fn(|| enc.poll_transmit(later, 1200))
+    let esis: Vec<u32> = (enc.drain(later, 1200).iter())
         .map(|d| SymbolHeader::decode(&mut &d[..]).unwrap().esi)
         .collect();
     assert_eq!(esis, [2, 3, 4], "fresh repair symbols");
@@ -154,8 +164,10 @@ fn ack_timeout_falls_back_after_the_tail_probes() {
     let cfg = EncoderConfig::default();
     let mut enc = encoder(cfg.clone());
     enc.push(now, b"x").unwrap();
-    let later = now + Duration::from_millis(10);
-    while enc.poll_transmit(later, 1200).is_some() {}
+    let now = now + Duration::from_millis(10);
+    assert_eq!(enc.drain(now, 1200).len(), 2);
+    // The repair symbol went a spacing after the source symbol.
+    let later = now + crate::spacing(Duration::ZERO);
     // No feedback: a probe after 25 ms + block_delay, another twice as
     // late, then the fallback ack_timeout after the last symbol sent.
     let step = PROBE_MIN + cfg.block_delay;
@@ -270,4 +282,94 @@ fn clean_path_spends_the_ratio_on_average_not_a_symbol_per_block() {
     assert_eq!(s.source_symbols, 400, "k = 4 per block");
     // 8 = 400 x 0.02, give or take the float sum's rounding.
     assert!((7..=8).contains(&s.repair_symbols), "{}", s.repair_symbols);
+}
+
+/// A small block's symbols could share a packet: the next one waits for a
+/// packet's worth of other datagrams or for the spacing, whichever first.
+#[test]
+fn a_small_blocks_symbols_never_leave_together() {
+    let now = Instant::now();
+    let mut enc = encoder(EncoderConfig::default());
+    enc.set_rtt(Duration::from_millis(600));
+    enc.push(now, b"small").unwrap();
+    enc.flush();
+    enc.push(now, &[1; 3000]).unwrap(); // three symbols of ~1000 bytes
+    enc.flush();
+    let block = |d: &[u8]| SymbolHeader::decode(&mut &d[..]).unwrap().block;
+    let order: Vec<u32> = std::iter::from_fn(|| enc.poll_transmit(now, 1200))
+        .map(|d| block(&d))
+        .collect();
+    // Block 0's repair goes once more than 1200 bytes left after its source.
+    assert_eq!(order[..3], [0, 1, 1]);
+    assert_eq!(order.iter().filter(|&&b| b == 0).count(), 2, "{order:?}");
+    // Alone, it waits for the spacing: 30 ms at a 600 ms round trip.
+    enc.push(now, b"alone").unwrap();
+    enc.flush();
+    assert!(enc.poll_transmit(now, 1200).is_some());
+    assert!(enc.poll_transmit(now, 1200).is_none());
+    let t = enc.poll_timeout().unwrap();
+    assert_eq!(t, now + Duration::from_millis(30));
+    assert!(enc.poll_transmit(t, 1200).is_some());
+}
+
+/// The last block of a burst gets repair from the binomial tail; a block
+/// closed by size keeps the mean-based ratio.
+#[test]
+fn a_flushed_block_gets_repair_for_the_tail_of_the_loss() {
+    let now = Instant::now();
+    let five_percent = Feedback::Report {
+        decoded_below: 0,
+        expected: 1000,
+        received: 950,
+    };
+    let repair = |flush: bool| {
+        let cfg = EncoderConfig {
+            block_bytes: 6 * 1000,
+            ..EncoderConfig::default()
+        };
+        let mut enc = encoder(cfg);
+        enc.handle_feedback(five_percent);
+        enc.push(now, &[1; 5980]).unwrap(); // 5984 bytes: k = 6 at 1017
+        if flush {
+            enc.flush();
+        } else {
+            enc.push(now, &[1; 100]).unwrap(); // does not fit: closes it
+        }
+        let n = enc.drain(now, 1017).len();
+        n - 6
+    };
+    assert_eq!(repair(true), 2, "P(> 2 of 8 lost) = 0.6 % <= 1 %");
+    assert_eq!(repair(false), 1, "6 x 0.0725 rounds up to one");
+    assert!((block_failure(6, 1, 0.05) - 0.0444).abs() < 1e-3);
+    assert!((block_failure(1, 1, 0.05) - 0.0025).abs() < 1e-9);
+    assert!(block_failure(6, 2, 0.05) <= TAIL_FAILURE);
+}
+
+/// Small reports of no loss do not make a lossy path look clean: one-symbol
+/// blocks keep their repair symbol until a long run shows no loss.
+#[test]
+fn small_clean_reports_do_not_drop_the_repair_of_small_blocks() {
+    let now = Instant::now();
+    let mut enc = encoder(EncoderConfig::default());
+    let report = |n| Feedback::Report {
+        decoded_below: 0,
+        expected: n,
+        received: n,
+    };
+    for _ in 0..100 {
+        enc.handle_feedback(report(2));
+    }
+    assert!(enc.stats().loss_estimate < LOW_LOSS);
+    enc.push(now, b"x").unwrap();
+    assert_eq!(enc.drain(now + Duration::from_secs(1), 1200).len(), 2);
+    enc.handle_feedback(Feedback::Decoded { block: 0 });
+    // Over 300 symbols without a loss: the path is clean now.
+    enc.handle_feedback(report(200));
+    let mut sent = 0;
+    for i in 1..=10u32 {
+        enc.push(now, b"x").unwrap();
+        sent += enc.drain(now + Duration::from_secs(1), 1200).len();
+        enc.handle_feedback(Feedback::Decoded { block: i });
+    }
+    assert!(sent < 20, "{sent} datagrams for 10 one-symbol blocks");
 }
