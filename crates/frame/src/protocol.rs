@@ -471,12 +471,21 @@ pub const ACK_DELAY: Duration = Duration::from_millis(5);
 /// direction. Acks are cumulative: a later one replaces a held one.
 #[derive(Debug, Clone)]
 pub struct DelayedAck {
-    seq: Option<u64>,
-    bytes: usize,
-    since: Option<Instant>,
-    urgent: bool,
+    held: Option<Held>,
     max_bytes: usize,
     max_delay: Duration,
+}
+
+/// An ack waiting to go.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    seq: u64,
+    /// Bytes of the peer's data it covers beyond the last ack sent.
+    bytes: usize,
+    /// When the oldest frame it covers was verified.
+    since: Instant,
+    /// Send it without waiting.
+    urgent: bool,
 }
 
 impl DelayedAck {
@@ -484,10 +493,7 @@ impl DelayedAck {
     /// `max_delay`.
     pub fn new(max_bytes: usize, max_delay: Duration) -> Self {
         DelayedAck {
-            seq: None,
-            bytes: 0,
-            since: None,
-            urgent: false,
+            held: None,
             max_bytes,
             max_delay,
         }
@@ -496,39 +502,40 @@ impl DelayedAck {
     /// Frames up to `seq`, `bytes` more of the peer's data, are verified;
     /// `urgent`: send the ack without waiting (the peer's last frame).
     pub fn on_decoded(&mut self, now: Instant, seq: u64, bytes: usize, urgent: bool) {
-        self.seq = Some(self.seq.map_or(seq, |s| s.max(seq)));
-        self.bytes = self.bytes.saturating_add(bytes);
-        self.since.get_or_insert(now);
-        self.urgent |= urgent;
+        let h = self.held.get_or_insert(Held {
+            seq,
+            bytes: 0,
+            since: now,
+            urgent: false,
+        });
+        h.seq = h.seq.max(seq);
+        h.bytes = h.bytes.saturating_add(bytes);
+        h.urgent |= urgent;
     }
 
     /// Makes a held ack go at once (the peer's direction ended).
     pub fn flush(&mut self) {
-        self.urgent = self.seq.is_some();
+        if let Some(h) = &mut self.held {
+            h.urgent = true;
+        }
     }
 
     /// Whether the held ack must go now, even alone.
     pub fn is_due(&self, now: Instant) -> bool {
-        self.seq.is_some()
-            && (self.urgent
-                || self.bytes >= self.max_bytes
-                || self.since.is_some_and(|t| now >= t + self.max_delay))
+        self.held.is_some_and(|h| {
+            h.urgent || h.bytes >= self.max_bytes || now >= h.since + self.max_delay
+        })
     }
 
     /// When the held ack becomes due by time; `None` with nothing held.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.seq?;
-        self.since.map(|t| t + self.max_delay)
+        self.held.map(|h| h.since + self.max_delay)
     }
 
     /// The ack to send now (with other messages, or because it is due),
     /// and nothing held after it.
     pub fn take(&mut self) -> Option<u64> {
-        let seq = self.seq.take()?;
-        self.bytes = 0;
-        self.since = None;
-        self.urgent = false;
-        Some(seq)
+        self.held.take().map(|h| h.seq)
     }
 }
 

@@ -410,15 +410,10 @@ impl Outbound<'_> {
         enc.set_zstd(zstd);
         let before = enc.zstd_work();
         let model = choice.model();
-        if enc.sends_raw(model) {
-            // The payload will be the bytes themselves.
-            enc.push_with(data, model);
-            let f = enc.take_frame().expect("model-free frames finish in push");
-            self.enc = Some(enc);
-            self.send_frame(f, None, false).await?;
-            return Ok(None);
-        }
-        enc.push_with(data.clone(), model);
+        // A frame that can only go raw carries the bytes themselves as its
+        // payload: no second copy to keep for a resend.
+        let keep = (!enc.sends_raw(model)).then(|| data.clone());
+        enc.push_with(data, model);
         let after = enc.zstd_work();
         ZSTD_SPEED.record(
             zstd_level,
@@ -428,10 +423,11 @@ impl Outbound<'_> {
         match enc.take_frame() {
             Some(f) => {
                 self.enc = Some(enc);
-                self.send_frame(f, Some(data), false).await?;
+                self.send_frame(f, keep, false).await?;
                 Ok(None)
             }
             None => {
+                let data = keep.expect("a frame the model takes is not raw-only");
                 let sched = (self.coding.sched.clone()).expect("lm frames need the scheduler");
                 let busy = self.coding.link.busy_secs();
                 let fut: Coded =
