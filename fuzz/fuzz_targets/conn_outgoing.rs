@@ -40,8 +40,10 @@ fuzz_target!(|data: &[u8]| {
         model_secs_per_byte: (cfg[3] & 4 != 0).then_some(1e-6),
         link_rate: u64::from(cfg[3] >> 3) * 1000,
         link_busy_secs: f64::from(cfg[3] >> 5),
+        link_unsent_secs: f64::from(cfg[3] >> 6),
         lm_cost: Some(0.2),
         free_cost: 0.5,
+        zstd_cost: (cfg[1] & 1 != 0).then_some(f64::from(cfg[2]) / 128.0),
         zstd_speed: [u64::from(cfg[1]) * 4000; ZSTD_LEVELS],
     };
     let mut now = Instant::now();

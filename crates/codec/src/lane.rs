@@ -132,13 +132,7 @@ pub(crate) fn timed<T>(
 }
 
 impl LmLane {
-    pub(crate) fn new(
-        id: LaneId,
-        params: LmParams,
-        bos: u32,
-        primer: Arc<[u32]>,
-        vocab: usize,
-    ) -> Self {
+    pub(crate) fn new(id: LaneId, params: LmParams, bos: u32, primer: Arc<[u32]>) -> Self {
         LmLane {
             id,
             params,
@@ -148,7 +142,10 @@ impl LmLane {
             queue: VecDeque::new(),
             ctx_len: 0,
             state: State::Fresh,
-            table: FreqTable::uniform(vocab),
+            // A placeholder until the model's first answer fills it (every
+            // use waits for one: `ready`); a whole table per lane here cost
+            // a short connection more than its coding (4 lanes, both ends).
+            table: FreqTable::uniform(1),
             matcher: MatchModel::default(),
             requests: 0,
             profile: None,
@@ -272,7 +269,6 @@ pub(crate) fn new_lanes(
                 params,
                 vocab.bos(),
                 primer.clone(),
-                vocab.vocab_size(),
             )
         })
         .collect()

@@ -22,10 +22,12 @@
 //! # Which coder
 //! The goodput rule ([`policy::choose`]) decides between the model and the
 //! model-free coders from the [`Measured`] state of the link and the model,
-//! which the tunnel hands in when a frame is cut. Under `auto`, a frame skips
-//! zstd when the link outruns zstd ([`policy::link_outruns_zstd`]), except
-//! every [`policy::ZSTD_PROBE_EVERY`]-th frame, which keeps zstd's speed
-//! measured.
+//! which the tunnel hands in when a frame is cut. Under `auto`, a frame goes
+//! raw instead of zstd when zstd would not pay for its time
+//! ([`policy::zstd_pays`]: the link outruns zstd, or compressing takes
+//! longer than the bytes it saves take on an idle link), except every
+//! [`policy::ZSTD_PROBE_EVERY`]-th frame, which keeps zstd's speed and
+//! ratio measured.
 
 use std::time::{Duration, Instant};
 
@@ -86,10 +88,15 @@ pub struct Measured {
     pub link_rate: u64,
     /// Seconds the link stays busy with what is already queued for it.
     pub link_busy_secs: f64,
+    /// Of those, the seconds this end's bytes not sent yet take to leave.
+    pub link_unsent_secs: f64,
     /// Wire bytes per input byte of model frames, if measured.
     pub lm_cost: Option<f64>,
     /// Wire bytes per input byte of model-free frames (1.0: raw).
     pub free_cost: f64,
+    /// Output bytes per input byte of the frames zstd was tried on (raw
+    /// ones count 1.0), if measured.
+    pub zstd_cost: Option<f64>,
     /// zstd's speed on this machine per level, input bytes/s (0: not
     /// measured).
     pub zstd_speed: [u64; ZSTD_LEVELS],
@@ -106,7 +113,8 @@ pub struct Cut {
     pub inputs: Inputs,
     /// The zstd level to code it at.
     pub zstd_level: i32,
-    /// Whether to try zstd on it (`false`: the link outruns zstd).
+    /// Whether to try zstd on it (`false`: zstd would not pay for its
+    /// time, [`policy::zstd_pays`]).
     pub zstd: bool,
 }
 
@@ -340,7 +348,13 @@ impl Outgoing {
             .min(ZSTD_LEVELS - 1);
         let skip = c.rule == CodecRule::Auto
             && self.zstd_skipped < ZSTD_PROBE_EVERY
-            && policy::link_outruns_zstd(m.link_rate, m.zstd_speed[slot]);
+            && !policy::zstd_pays(
+                data.len(),
+                m.link_rate,
+                m.link_unsent_secs,
+                m.zstd_speed[slot],
+                m.zstd_cost,
+            );
         self.zstd_skipped = if skip { self.zstd_skipped + 1 } else { 0 };
         self.coding = true;
         Cut {

@@ -196,13 +196,53 @@ pub const ZSTD_LEVELS: usize = 23;
 /// again, to keep the speed measurement current.
 pub const ZSTD_PROBE_EVERY: u32 = 32;
 
-/// Whether the next frame should skip zstd under `auto`: the link (`rate`,
-/// bytes/s) delivers bytes faster than zstd (`speed`, input bytes/s)
-/// compresses them, so the link would wait for zstd, and the frame gets
-/// there sooner uncompressed (unknown rate or speed: try zstd).
-pub fn link_outruns_zstd(rate: u64, speed: u64) -> bool {
-    rate > 0 && speed > 0 && rate > speed
+/// Whether zstd should try the next frame of `n` bytes under `auto`, or the
+/// frame should go raw, from the link's rate (`rate`, bytes/s), the seconds
+/// this end's own bytes already handed to the link take to leave
+/// (`unsent_secs`), zstd's speed at the frame's level on this machine
+/// (`speed`, input bytes/s) and the output bytes per input byte zstd got on
+/// this connection's frames (`cost`). Unknown rate, speed or cost (0 or
+/// `None`): try zstd, which measures them.
+///
+/// - The link outruns zstd (`rate > speed`): the link would wait for zstd,
+///   and a stream of frames gets there sooner raw.
+/// - Otherwise zstd delays the frame by its compression time, less what
+///   the bytes queued ahead of it take to leave anyway, and saves
+///   `n · (1 − cost) / rate` seconds of link time; it pays when the saving
+///   is at least the delay. On a slow link the saving always wins; on a
+///   fast idle one (loopback, a LAN) compressing takes longer than sending
+///   the bytes raw, and the frame goes raw.
+/// - The compression time is `max(n, ZSTD_MIN_TIMED) / speed`: a short
+///   frame still pays for its prefix (at least 4 KiB of history), which the
+///   speed, timed on longer frames, spreads over their bytes. The peer's
+///   decompression, several times faster, is not counted.
+/// - Only this end's unsent bytes hide the compression, not the network's
+///   queueing delay: zstd runs on the threads that drive the sockets, and
+///   where the CPU is what limits (a loopback or LAN tunnel under load) a
+///   longer RTT is that CPU's queue, which compressing would only lengthen.
+pub fn zstd_pays(n: usize, rate: u64, unsent_secs: f64, speed: u64, cost: Option<f64>) -> bool {
+    if rate == 0 || speed == 0 {
+        return true;
+    }
+    if rate > speed {
+        return false;
+    }
+    let Some(cost) = cost.filter(|c| c.is_finite()) else {
+        return true;
+    };
+    let unsent = if unsent_secs.is_finite() {
+        unsent_secs.max(0.0)
+    } else {
+        0.0
+    };
+    let delay = (n.max(ZSTD_MIN_TIMED) as f64 / speed as f64 - unsent).max(0.0);
+    let saving = n as f64 * (1.0 - cost).max(0.0) / rate as f64;
+    delay <= saving
 }
+
+/// Frames shorter than this are not timed for zstd's speed, and are
+/// counted as taking this many bytes' time (see [`zstd_pays`]).
+pub const ZSTD_MIN_TIMED: usize = 512;
 
 /// The zstd level for a link delivering `rate` bytes/s (0: unknown): the
 /// smallest output zstd can make while it still outruns the link on one core
@@ -268,6 +308,40 @@ mod tests {
         };
         assert_eq!(choose(&slow), Choice::Model { bytes: 3076 });
         assert!(segment_speedup(1) == 1.0 && segment_speedup(0) == 1.0);
+    }
+
+    #[test]
+    fn zstd_pays_where_its_time_comes_back_on_the_link() {
+        let n = 16 << 10;
+        let text = Some(0.4);
+        // Unknown rate, speed or cost: try zstd.
+        assert!(zstd_pays(n, 0, 0.0, 100 << 20, text));
+        assert!(zstd_pays(n, 1 << 20, 0.0, 0, text));
+        assert!(zstd_pays(n, 1 << 20, 0.0, 100 << 20, None));
+        assert!(zstd_pays(n, 1 << 20, 0.0, 100 << 20, Some(f64::NAN)));
+        // A slow link: zstd at 100 MB/s saves far more than it takes.
+        assert!(zstd_pays(n, 8000, 0.0, 100 << 20, text));
+        // The link outruns zstd: raw, whatever the queue or the ratio.
+        assert!(!zstd_pays(n, 200 << 20, 10.0, 100 << 20, Some(0.1)));
+        // A fast idle link (loopback): 164 µs of zstd against 123 µs of
+        // link time saved at 80 MB/s; raw.
+        assert!(!zstd_pays(n, 80_000_000, 0.0, 100_000_000, text));
+        // The same link with 1 ms of this end's bytes queued hides the
+        // compression: zstd.
+        assert!(zstd_pays(n, 80_000_000, 0.001, 100_000_000, text));
+        // A 100-byte request on a 15 MB/s link: its 4 KiB prefix costs
+        // ~10 µs at 50 MB/s (timed as 512 bytes), 80 bytes saved take 5 µs.
+        assert!(!zstd_pays(100, 15_000_000, 0.0, 50_000_000, Some(0.2)));
+        // The same request on a geo-sat link saves 10 ms: zstd.
+        assert!(zstd_pays(100, 8000, 0.0, 50_000_000, Some(0.2)));
+        // A 10 MB/s link saves 983 µs: zstd.
+        assert!(zstd_pays(n, 10_000_000, 0.0, 100_000_000, text));
+        // Bytes zstd does not shrink (random, compressed): raw once the
+        // link is fast enough for the attempt to show.
+        assert!(!zstd_pays(n, 10_000_000, 0.0, 100_000_000, Some(1.0)));
+        assert!(!zstd_pays(n, 10_000_000, f64::NAN, 100_000_000, Some(1.2)));
+        // An empty frame has nothing to save.
+        assert!(!zstd_pays(0, 10_000_000, 0.0, 100_000_000, Some(0.1)));
     }
 
     #[test]
@@ -461,13 +535,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn zstd_is_skipped_only_when_the_link_is_faster() {
-        assert!(!link_outruns_zstd(0, 50 << 20), "unknown link rate");
-        assert!(!link_outruns_zstd(100 << 20, 0), "zstd not measured yet");
-        assert!(!link_outruns_zstd(1 << 20, 50 << 20), "slow link: compress");
-        assert!(link_outruns_zstd(100 << 20, 50 << 20), "fast link: raw");
     }
 }

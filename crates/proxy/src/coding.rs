@@ -83,7 +83,7 @@ impl ZstdSpeed {
     /// smaller frames count, since their per-frame cost is what an
     /// interactive connection pays).
     pub fn record(&self, level: i32, bytes: u64, took: Duration) {
-        if bytes < 512 {
+        if bytes < llmpack_frame::policy::ZSTD_MIN_TIMED as u64 {
             return;
         }
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
@@ -240,23 +240,32 @@ impl Coding {
             model_secs_per_byte: self.sched.as_ref().map(Scheduler::secs_per_byte),
             link_rate: self.link.rate(),
             link_busy_secs: self.link.busy_secs(),
+            link_unsent_secs: self.link.unsent_secs(),
             lm_cost: costs.lm(&self.link),
             free_cost: costs.free(&self.link),
+            zstd_cost: costs.zstd(&self.link),
             zstd_speed: ZSTD_SPEED.snapshot(),
         }
     }
 
     /// Counts a sent frame toward the link's queue, the measured costs and
-    /// the model's metrics; returns its wire bytes.
+    /// the model's metrics; returns its wire bytes. `tried_zstd`: zstd had
+    /// the frame (and coded it, or it went raw).
     pub(crate) fn account(
         &self,
         costs: &mut ConnCosts,
         f: &EncodedFrame,
         tried_model: bool,
+        tried_zstd: bool,
     ) -> u64 {
         let wire = f.wire_len() + 1;
         let input = f.header.orig_len as usize;
         self.link.wrote(wire as u64);
+        let codec = f.header.codec;
+        if codec == llmpack_frame::Codec::Zstd || (tried_zstd && codec == llmpack_frame::Codec::Raw)
+        {
+            costs.record_zstd(&self.link, input, f.header.payload_len as usize);
+        }
         if self.sched.is_none() {
             return wire as u64;
         }

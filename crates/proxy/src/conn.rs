@@ -354,15 +354,19 @@ impl Outbound<'_> {
     /// Sends a coded frame of `data` (kept for a resend until the peer
     /// acknowledges it); `None`: a frame that could only go raw, whose
     /// payload is its bytes, so one buffer serves both. `tried_model`: the
-    /// model had it (and coded it, or lost to zstd / raw).
+    /// model had it (and coded it, or lost to zstd / raw); `tried_zstd`:
+    /// zstd had it.
     async fn send_frame(
         &mut self,
         f: EncodedFrame,
         data: Option<Vec<u8>>,
         tried_model: bool,
+        tried_zstd: bool,
     ) -> Result<(), ConnError> {
         self.coding.count_frame(Dir::Out, &f.header);
-        let wire = self.coding.account(&mut self.costs, &f, tried_model);
+        let wire = self
+            .coding
+            .account(&mut self.costs, &f, tried_model, tried_zstd);
         let payload = Bytes::from(f.payload);
         let data = match data {
             Some(d) => Bytes::from(d),
@@ -423,7 +427,7 @@ impl Outbound<'_> {
         match enc.take_frame() {
             Some(f) => {
                 self.enc = Some(enc);
-                self.send_frame(f, keep, false).await?;
+                self.send_frame(f, keep, false, zstd).await?;
                 Ok(None)
             }
             None => {
@@ -557,7 +561,7 @@ async fn encode_pump<R: AsyncRead + Unpin>(
                 };
                 let f = enc.take_frame().expect("finished frames: the scheduler's, or model-free");
                 o.enc = Some(enc);
-                o.send_frame(f, Some(data), true).await?;
+                o.send_frame(f, Some(data), true, false).await?;
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
         }

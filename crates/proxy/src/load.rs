@@ -33,6 +33,9 @@ pub struct LinkLoad {
     /// moving averages over the link's connections (f64 bits; 0: none yet).
     lm_cost: AtomicU64,
     free_cost: AtomicU64,
+    /// Output bytes per input byte of the frames zstd was tried on (f64
+    /// bits; 0: none yet).
+    zstd_cost: AtomicU64,
 }
 
 impl Default for LinkLoad {
@@ -48,6 +51,7 @@ impl Default for LinkLoad {
             epoch: Instant::now(),
             lm_cost: AtomicU64::new(0),
             free_cost: AtomicU64::new(0),
+            zstd_cost: AtomicU64::new(0),
         }
     }
 }
@@ -100,6 +104,16 @@ impl LinkLoad {
         unsent as f64 / rate as f64 + standing.min(in_network)
     }
 
+    /// Seconds this end's bytes handed to the link and not sent yet take
+    /// to leave at its rate (the first term of [`Self::busy_secs`]).
+    pub fn unsent_secs(&self) -> f64 {
+        let rate = self.rate();
+        if rate == 0 {
+            return 0.0;
+        }
+        self.queued() as f64 / rate as f64
+    }
+
     /// Bytes handed to the link and not sent yet: what was written minus
     /// what the link had sent at the last sample, and what it has sent
     /// since at its rate. Retransmissions and FEC repair count as sent, so
@@ -148,6 +162,29 @@ impl LinkLoad {
             Some(old) => old + (cost - old) / 8.0,
         };
         slot.store(avg.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
+    }
+
+    /// The link's zstd cost (output per input byte of the frames zstd was
+    /// tried on), if measured.
+    pub fn zstd_cost(&self) -> Option<f64> {
+        load_cost(&self.zstd_cost)
+    }
+
+    /// Adds a frame zstd was tried on: `input` bytes became `output`. A
+    /// frame moves the average by an eighth, less if it is under 4 KiB (a
+    /// short frame's ratio says little about the traffic's).
+    pub fn record_zstd(&self, input: usize, output: usize) {
+        if input == 0 {
+            return;
+        }
+        let cost = output as f64 / input as f64;
+        let weight = (input as f64 / 4096.0).min(1.0) / 8.0;
+        let avg = match load_cost(&self.zstd_cost) {
+            None => cost,
+            Some(old) => old + (cost - old) * weight,
+        };
+        self.zstd_cost
+            .store(avg.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
     }
 }
 
@@ -205,6 +242,9 @@ impl Drop for InFlight {
 pub struct ConnCosts {
     lm: Option<f64>,
     free: Option<f64>,
+    /// Input and output bytes of the frames zstd was tried on, each
+    /// decayed by a quarter per frame: their ratio weighs frames by size.
+    zstd: Option<(f64, f64)>,
 }
 
 impl ConnCosts {
@@ -232,6 +272,25 @@ impl ConnCosts {
     /// The model-free cost: this connection's, else the link's, else raw.
     pub fn free(&self, link: &LinkLoad) -> f64 {
         self.free.or_else(|| link.free_cost()).unwrap_or(1.0)
+    }
+
+    /// Adds a frame zstd was tried on: `input` bytes became `output`
+    /// (payload bytes, headers aside: they are the same raw or zstd).
+    pub fn record_zstd(&mut self, link: &LinkLoad, input: usize, output: usize) {
+        if input == 0 {
+            return;
+        }
+        let (i, o) = self.zstd.unwrap_or((0.0, 0.0));
+        self.zstd = Some((0.75 * i + input as f64, 0.75 * o + output as f64));
+        link.record_zstd(input, output);
+    }
+
+    /// zstd's cost: this connection's, else the link's, else unknown.
+    pub fn zstd(&self, link: &LinkLoad) -> Option<f64> {
+        match self.zstd {
+            Some((i, o)) if i > 0.0 => Some(o / i),
+            _ => link.zstd_cost(),
+        }
     }
 }
 
@@ -334,5 +393,29 @@ mod tests {
         assert!((a.lm(&l).unwrap() - 0.3).abs() < 1e-12);
         a.record(&l, true, 0, 10);
         assert!((a.lm(&l).unwrap() - 0.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn zstd_costs_weigh_frames_by_size() {
+        let l = LinkLoad::default();
+        let mut a = ConnCosts::default();
+        let b = ConnCosts::default();
+        assert_eq!(a.zstd(&l), None);
+        a.record_zstd(&l, 16_000, 4_000);
+        assert_eq!(a.zstd(&l), Some(0.25));
+        assert_eq!(b.zstd(&l), Some(0.25), "the link's, for a new connection");
+        // A 100-byte frame that did not shrink barely moves either.
+        a.record_zstd(&l, 100, 100);
+        let c = a.zstd(&l).unwrap();
+        assert!(c > 0.25 && c < 0.26, "{c}");
+        let c = b.zstd(&l).unwrap();
+        assert!(c > 0.25 && c < 0.253, "{c}");
+        // Frames that do not shrink take over within a few frames.
+        for _ in 0..8 {
+            a.record_zstd(&l, 16_000, 16_000);
+        }
+        assert!(a.zstd(&l).unwrap() > 0.9);
+        a.record_zstd(&l, 0, 5);
+        assert!(a.zstd(&l).unwrap() > 0.9);
     }
 }

@@ -30,8 +30,10 @@ fn idle() -> Measured {
         model_secs_per_byte: None,
         link_rate: 0,
         link_busy_secs: 0.0,
+        link_unsent_secs: 0.0,
         lm_cost: None,
         free_cost: 1.0,
+        zstd_cost: None,
         zstd_speed: [0; ZSTD_LEVELS],
     }
 }
@@ -306,6 +308,42 @@ fn a_link_faster_than_zstd_skips_it_but_probes_it() {
         } else {
             assert_eq!(probes.len(), tried.len(), "{rule:?}");
         }
+    }
+    // A link a little slower than zstd, idle: a 16 KiB frame of text goes
+    // raw once zstd's ratio is known (compressing takes longer than the
+    // link time it saves), zstd while unknown or while the link is busy.
+    let lan = Measured {
+        link_rate: 80_000_000,
+        zstd_speed: [100_000_000; ZSTD_LEVELS],
+        zstd_cost: Some(0.4),
+        ..idle()
+    };
+    let busy = Measured {
+        link_busy_secs: 0.001,
+        link_unsent_secs: 0.001,
+        ..lan
+    };
+    // A network queue alone (this end has nothing unsent) does not hide it.
+    let standing = Measured {
+        link_busy_secs: 0.001,
+        ..lan
+    };
+    let unknown = Measured {
+        zstd_cost: None,
+        ..lan
+    };
+    for (m, tries) in [
+        (lan, false),
+        (busy, true),
+        (standing, false),
+        (unknown, true),
+    ] {
+        let mut o = outgoing(limits(16 << 10, 1 << 20, 0, 0), CodecRule::Auto);
+        o.handle_read(t0, &[b'a'; 16 << 10]);
+        let Some(Step::Frame(c)) = o.poll(t0, || m).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.zstd, tries, "{m:?}");
     }
     // A configured level holds whatever the link.
     let mut o = Outgoing::new(OutgoingConfig {
