@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use constriction::stream::Decode;
 use constriction::stream::queue::DefaultRangeDecoder;
 use llmpack_frame::{Codec, FrameHeader};
@@ -124,7 +126,7 @@ pub struct StreamDecoder {
     segmented: bool,
     history: History,
     job: Option<LmJob>,
-    ready: Option<Result<Vec<u8>, DecodeError>>,
+    ready: Option<Result<Bytes, DecodeError>>,
     stats: Stats,
 }
 
@@ -169,15 +171,16 @@ impl StreamDecoder {
 
     /// Starts decoding one frame whose header was already validated by
     /// [`FrameHeader::decode`]. Panics if the previous output was not taken.
-    pub fn push(&mut self, header: FrameHeader, payload: Vec<u8>) {
+    /// A `raw` frame's output is its payload itself (no copy).
+    pub fn push(&mut self, header: FrameHeader, payload: impl Into<Bytes>) {
         assert!(!self.busy(), "push while a frame is in progress");
-        let result = self.start(header, payload);
+        let result = self.start(header, payload.into());
         if let Err(e) = result {
             self.ready = Some(Err(e));
         }
     }
 
-    fn start(&mut self, header: FrameHeader, payload: Vec<u8>) -> Result<(), DecodeError> {
+    fn start(&mut self, header: FrameHeader, payload: Bytes) -> Result<(), DecodeError> {
         if payload.len() != header.payload_len as usize {
             return Err(DecodeError::Corrupt(format!(
                 "payload is {} bytes, header says {}",
@@ -199,6 +202,7 @@ impl StreamDecoder {
                     self.history
                         .decompress(&payload, orig_len)
                         .map_err(DecodeError::Corrupt)?
+                        .into()
                 };
                 self.finish(header, data)
             }
@@ -251,7 +255,7 @@ impl StreamDecoder {
     }
 
     /// Verifies a decoded frame, feeds its context tokens and releases it.
-    fn finish(&mut self, header: FrameHeader, data: Vec<u8>) -> Result<(), DecodeError> {
+    fn finish(&mut self, header: FrameHeader, data: Bytes) -> Result<(), DecodeError> {
         let actual = checksum(&data);
         if actual != header.checksum {
             return Err(DecodeError::Checksum {
@@ -353,7 +357,7 @@ impl StreamDecoder {
                 for s in segments {
                     data.extend_from_slice(&s.out);
                 }
-                self.finish(job.header, data)
+                self.finish(job.header, data.into())
             }
         };
         if let Err(e) = result {
@@ -384,7 +388,7 @@ impl StreamDecoder {
 
     /// The decoded, verified bytes of the frame (or why it failed), once
     /// [`Self::poll_requests`] handed out nothing.
-    pub fn take_output(&mut self) -> Option<Result<Vec<u8>, DecodeError>> {
+    pub fn take_output(&mut self) -> Option<Result<Bytes, DecodeError>> {
         self.ready.take()
     }
 }

@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::{Error, FrameHeader, MAX_FRAME_LEN, MAX_REASON_LEN, Msg};
 
@@ -59,8 +59,8 @@ pub enum Inbound {
     Frame {
         /// Its header.
         header: FrameHeader,
-        /// Its payload.
-        payload: Vec<u8>,
+        /// Its payload (a slice of the bytes the peer sent: no copy).
+        payload: Bytes,
     },
     /// The peer resends its frames from `seq` (see [`Receiving::on_restart`]).
     Restart {
@@ -118,8 +118,7 @@ impl Inbox {
     /// The next whole message, or `None` until more bytes come.
     pub fn poll(&mut self) -> Result<Option<Inbound>, ProtoError> {
         loop {
-            let mut cur = &self.buf[..];
-            let msg = match Msg::decode(&mut cur) {
+            let msg = match Msg::decode_from(&mut self.buf) {
                 Ok(m) => m,
                 Err(Error::Incomplete { .. }) => {
                     let max = if self.awaiting_opened {
@@ -134,8 +133,6 @@ impl Inbox {
                 }
                 Err(e) => return Err(violation(e.to_string())),
             };
-            let used = self.buf.len() - cur.len();
-            self.buf.advance(used);
             if self.awaiting_opened {
                 match msg {
                     Msg::Opened => {
@@ -147,10 +144,7 @@ impl Inbox {
                 }
             }
             return match msg {
-                Msg::Frame { header, payload } => Ok(Some(Inbound::Frame {
-                    header,
-                    payload: payload.into(),
-                })),
+                Msg::Frame { header, payload } => Ok(Some(Inbound::Frame { header, payload })),
                 Msg::Restart { seq, frames } => Ok(Some(Inbound::Restart { seq, frames })),
                 Msg::Fin => Ok(Some(Inbound::Fin)),
                 Msg::Ack { seq } => Ok(Some(Inbound::Ack(seq))),

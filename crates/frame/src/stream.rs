@@ -17,7 +17,7 @@
 //! Frames of a direction are numbered from 0 in the order they are sent;
 //! the frames after a `Restart { seq, .. }` are numbered from `seq` again.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::{Error, FRAME_HEADER_LEN, FrameHeader, Result, need};
 
@@ -164,6 +164,25 @@ impl Msg {
         Ok(msg)
     }
 
+    /// [`Self::decode`] from a buffer the message may be cut out of: a
+    /// frame's payload is then a slice of `buf`'s memory, not a copy. On
+    /// an error `buf` is left as it was.
+    pub fn decode_from(buf: &mut BytesMut) -> Result<Self> {
+        if buf.first() != Some(&FRAME) {
+            return Self::decode(buf);
+        }
+        let mut b = &buf[1..];
+        need(&b, FRAME_HEADER_LEN)?;
+        let header = FrameHeader::decode(&mut b)?;
+        // payload_len <= MAX_PAYLOAD_LEN, checked by the header.
+        let n = header.payload_len as usize;
+        need(&b, n)?;
+        let start = buf.len() - b.len();
+        buf.advance(start);
+        let payload = buf.split_to(n).freeze();
+        Ok(Msg::Frame { header, payload })
+    }
+
     fn parse(b: &mut &[u8]) -> Result<Self> {
         need(b, 1)?;
         let tag = b.get_u8();
@@ -283,10 +302,31 @@ mod tests {
                 );
                 assert_eq!(b.len(), cut, "nothing consumed");
             }
+            for cut in 0..v.len() {
+                let mut b = BytesMut::from(&v[..cut]);
+                assert!(
+                    matches!(Msg::decode_from(&mut b), Err(Error::Incomplete { .. })),
+                    "{m:?} cut at {cut}"
+                );
+                assert_eq!(&b[..], &v[..cut], "nothing consumed");
+            }
             v.extend_from_slice(b"tail");
             let mut b = &v[..];
             assert_eq!(Msg::decode(&mut b).unwrap(), m);
             assert_eq!(b, b"tail");
+            // Cut out of a shared buffer: the same message, a payload that
+            // is a slice of the buffer's memory, the rest left.
+            let mut shared = BytesMut::from(&v[..]);
+            let base = shared.as_ptr() as usize;
+            let got = Msg::decode_from(&mut shared).unwrap();
+            assert_eq!(got, m);
+            assert_eq!(&shared[..], b"tail");
+            if let Msg::Frame { payload, .. } = got
+                && !payload.is_empty()
+            {
+                let at = payload.as_ptr() as usize;
+                assert!((base..base + v.len()).contains(&at), "payload was copied");
+            }
         }
     }
 
@@ -310,7 +350,17 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(v in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut b = &v[..];
-            let _ = Msg::decode(&mut b);
+            let plain = Msg::decode(&mut b);
+            let mut shared = BytesMut::from(&v[..]);
+            let cut = Msg::decode_from(&mut shared);
+            match (plain, cut) {
+                (Ok(a), Ok(c)) => {
+                    prop_assert_eq!(a, c);
+                    prop_assert_eq!(b, &shared[..]);
+                }
+                (Err(_), Err(_)) => prop_assert_eq!(&shared[..], &v[..]),
+                (a, c) => prop_assert!(false, "decode {a:?}, decode_from {c:?}"),
+            }
         }
     }
 }

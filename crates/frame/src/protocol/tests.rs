@@ -48,7 +48,7 @@ fn inbox_routes_messages_after_opened_byte_by_byte() {
         vec![
             Inbound::Frame {
                 header: header(3),
-                payload: b"abc".to_vec()
+                payload: Bytes::from_static(b"abc")
             },
             Inbound::Ack(0),
             Inbound::Resend(1),
