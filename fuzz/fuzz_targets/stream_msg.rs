@@ -1,5 +1,7 @@
 //! Tunnel stream messages from arbitrary bytes (what a hostile peer can
-//! send): never a panic; a parsed message consumed exactly its own encoding.
+//! send): never a panic; a parsed message consumed exactly its own encoding,
+//! and the receive path's zero-copy decode (`Msg::decode_from`) reads the
+//! same messages and leaves the same bytes.
 //! The same bytes as the payload of a datagram-fec `Open` item: never a
 //! panic, only an opening message is accepted, and two copies of an opening
 //! agree only when they are equal.
@@ -11,9 +13,17 @@ use llmpack_frame::opening::{Opening, OpeningStep, Path};
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;
+    let mut shared = bytes::BytesMut::from(data);
     loop {
         let before = rest;
-        let Ok(m) = Msg::decode(&mut rest) else { break };
+        let plain = Msg::decode(&mut rest);
+        let cut = Msg::decode_from(&mut shared);
+        assert_eq!(&shared[..], rest, "decode_from left other bytes");
+        let Ok(m) = plain else {
+            assert!(cut.is_err());
+            break;
+        };
+        assert_eq!(cut.as_ref().ok(), Some(&m));
         let used = &before[..before.len() - rest.len()];
         // Refusal reasons are decoded lossily (invalid UTF-8 is replaced);
         // every other message re-encodes to exactly the bytes it came from.
