@@ -25,15 +25,16 @@
 //! which the tunnel hands in when a frame is cut. Under `auto`, a frame goes
 //! raw instead of zstd when zstd would not pay for its time
 //! ([`policy::zstd_pays`]: the link outruns zstd, or compressing takes
-//! longer than the bytes it saves take on an idle link), except every
-//! [`policy::ZSTD_PROBE_EVERY`]-th frame, which keeps zstd's speed and
-//! ratio measured.
+//! longer than the bytes it saves take on an idle link), except a frame the
+//! tunnel marks as a probe ([`Measured::zstd_probe`], one per link every
+//! [`policy::ZSTD_PROBE_INTERVAL`]), which keeps zstd's speed and ratio
+//! measured.
 
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::policy::{self, Choice, Inputs, ZSTD_LEVELS, ZSTD_PROBE_EVERY};
+use crate::policy::{self, Choice, Inputs, ZSTD_LEVELS};
 use crate::protocol::{ProtoError, Resend, Sending};
 
 /// Framing and buffering limits of a connection.
@@ -100,6 +101,10 @@ pub struct Measured {
     /// zstd's speed on this machine per level, input bytes/s (0: not
     /// measured).
     pub zstd_speed: [u64; ZSTD_LEVELS],
+    /// This frame tries zstd even where [`policy::zstd_pays`] says raw, to
+    /// keep zstd's speed and ratio measured (the tunnel grants one such
+    /// frame per link every [`policy::ZSTD_PROBE_INTERVAL`]).
+    pub zstd_probe: bool,
 }
 
 /// A frame's bytes and how to code them.
@@ -148,8 +153,6 @@ pub struct Outgoing {
     coding: bool,
     /// A resend request that waits for the coder.
     resend: Option<u64>,
-    /// Frames in a row cut without trying zstd.
-    zstd_skipped: u32,
 }
 
 impl Outgoing {
@@ -165,7 +168,6 @@ impl Outgoing {
             eof: false,
             coding: false,
             resend: None,
-            zstd_skipped: 0,
         }
     }
 
@@ -347,7 +349,7 @@ impl Outgoing {
             .unwrap_or(0)
             .min(ZSTD_LEVELS - 1);
         let skip = c.rule == CodecRule::Auto
-            && self.zstd_skipped < ZSTD_PROBE_EVERY
+            && !m.zstd_probe
             && !policy::zstd_pays(
                 data.len(),
                 m.link_rate,
@@ -355,7 +357,6 @@ impl Outgoing {
                 m.zstd_speed[slot],
                 m.zstd_cost,
             );
-        self.zstd_skipped = if skip { self.zstd_skipped + 1 } else { 0 };
         self.coding = true;
         Cut {
             data,

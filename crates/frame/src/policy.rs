@@ -192,9 +192,12 @@ fn budget(secs: f64, s: f64) -> f64 {
 /// zstd levels there are (0 to 22), for per-level measurements.
 pub const ZSTD_LEVELS: usize = 23;
 
-/// Frames in a row a connection may skip zstd before it tries zstd on one
-/// again, to keep the speed measurement current.
-pub const ZSTD_PROBE_EVERY: u32 = 32;
+/// How often a link tries zstd on a frame that [`zstd_pays`] would send
+/// raw, to keep zstd's speed and ratio measured: one such frame per link
+/// in this time, whichever connection cuts it (a count of frames per
+/// connection would try zstd more often the more connections there are,
+/// and each try costs that exchange zstd's time).
+pub const ZSTD_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Whether zstd should try the next frame of `n` bytes under `auto`, or the
 /// frame should go raw, from the link's rate (`rate`, bytes/s), the seconds

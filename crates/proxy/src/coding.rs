@@ -245,6 +245,7 @@ impl Coding {
             free_cost: costs.free(&self.link),
             zstd_cost: costs.zstd(&self.link),
             zstd_speed: ZSTD_SPEED.snapshot(),
+            zstd_probe: self.link.claim_zstd_probe(),
         }
     }
 

@@ -36,6 +36,9 @@ pub struct LinkLoad {
     /// Output bytes per input byte of the frames zstd was tried on (f64
     /// bits; 0: none yet).
     zstd_cost: AtomicU64,
+    /// When a frame was last granted a zstd probe, nanoseconds since
+    /// `epoch` (0: never).
+    zstd_probed: AtomicU64,
 }
 
 impl Default for LinkLoad {
@@ -52,6 +55,7 @@ impl Default for LinkLoad {
             lm_cost: AtomicU64::new(0),
             free_cost: AtomicU64::new(0),
             zstd_cost: AtomicU64::new(0),
+            zstd_probed: AtomicU64::new(0),
         }
     }
 }
@@ -162,6 +166,22 @@ impl LinkLoad {
             Some(old) => old + (cost - old) / 8.0,
         };
         slot.store(avg.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Whether the frame being cut now may try zstd as the link's probe
+    /// (see [`llmpack_frame::policy::ZSTD_PROBE_INTERVAL`]): true for the
+    /// first caller in each interval.
+    pub fn claim_zstd_probe(&self) -> bool {
+        let interval = u64::try_from(llmpack_frame::policy::ZSTD_PROBE_INTERVAL.as_nanos())
+            .unwrap_or(u64::MAX);
+        // At least 1: 0 means never.
+        let now = self.now_ns().max(1);
+        let last = self.zstd_probed.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= interval)
+            && self
+                .zstd_probed
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// The link's zstd cost (output per input byte of the frames zstd was
@@ -393,6 +413,18 @@ mod tests {
         assert!((a.lm(&l).unwrap() - 0.3).abs() < 1e-12);
         a.record(&l, true, 0, 10);
         assert!((a.lm(&l).unwrap() - 0.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_zstd_probe_per_interval_per_link() {
+        let l = LinkLoad::default();
+        assert!(l.claim_zstd_probe(), "the first frame probes");
+        assert!(!l.claim_zstd_probe(), "no second probe in the interval");
+        assert!(!l.claim_zstd_probe());
+        std::thread::sleep(llmpack_frame::policy::ZSTD_PROBE_INTERVAL);
+        assert!(l.claim_zstd_probe(), "the next interval probes again");
+        assert!(!l.claim_zstd_probe());
+        assert!(LinkLoad::default().claim_zstd_probe(), "links are apart");
     }
 
     #[test]
