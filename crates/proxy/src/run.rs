@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use llmpack_codec::{LmParams, Vocabulary};
@@ -53,6 +54,12 @@ fn load_model(config: &Config) -> Result<Option<ModelRt>> {
         max_batch = config.model.max_batch_on(m.backend), "model loaded"
     );
     let sched = Scheduler::start(Box::new(m.predictor), config.model.max_batch_on(m.backend));
+    // Serve once the model's first calls are done: clients that arrive
+    // meanwhile would share the CPU with them (and `auto` would judge the
+    // model by a guess).
+    if !sched.wait_warm(Duration::from_secs(30)) {
+        tracing::warn!("model warm-up still running after 30 s; serving anyway");
+    }
     Ok(Some(ModelRt {
         vocab: m.vocab,
         sched,

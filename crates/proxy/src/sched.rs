@@ -85,6 +85,8 @@ struct Shared {
     /// Exponential average of one round's duration, nanoseconds.
     round_ns: AtomicU64,
     max_batch: usize,
+    /// The first warm-up is over (timed, or failed).
+    warm: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -107,6 +109,7 @@ impl Scheduler {
             // A guess until the first round is measured: 20 ms.
             round_ns: AtomicU64::new(20_000_000),
             max_batch: max_batch.max(1),
+            warm: std::sync::atomic::AtomicBool::new(false),
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -114,10 +117,26 @@ impl Scheduler {
             .spawn(move || {
                 let mut predictor = predictor;
                 warm_up(&mut *predictor, &s, false);
+                s.warm.store(true, Ordering::Release);
                 run(predictor, rx, &s)
             })
             .expect("spawning the inference thread");
         Scheduler { tx, shared }
+    }
+
+    /// Blocks until the first warm-up is over (the model's first calls,
+    /// which allocate and pack weights, and the timed steps), at most
+    /// `limit`; whether it is. A proxy that waits for it before it serves
+    /// does not spend its first second's CPU on both.
+    pub fn wait_warm(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while !self.shared.warm.load(Ordering::Acquire) {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
     }
 
     /// A lane id no other coder of this scheduler uses.
