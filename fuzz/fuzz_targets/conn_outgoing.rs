@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
         free_cost: 0.5,
         zstd_cost: (cfg[1] & 1 != 0).then_some(f64::from(cfg[2]) / 128.0),
         zstd_speed: [u64::from(cfg[1]) * 4000; ZSTD_LEVELS],
+        zstd_speed_short: [u64::from(cfg[1]) * 1000; ZSTD_LEVELS],
         zstd_probe: cfg[1] & 2 != 0,
     };
     let mut now = Instant::now();

@@ -98,9 +98,12 @@ pub struct Measured {
     /// Output bytes per input byte of the frames zstd was tried on (raw
     /// ones count 1.0), if measured.
     pub zstd_cost: Option<f64>,
-    /// zstd's speed on this machine per level, input bytes/s (0: not
-    /// measured).
+    /// zstd's speed on this machine per level, input bytes/s, on frames of
+    /// at least [`policy::ZSTD_MIN_TIMED`] bytes (0: not measured).
     pub zstd_speed: [u64; ZSTD_LEVELS],
+    /// The same on shorter frames, each counted as
+    /// [`policy::ZSTD_MIN_TIMED`] bytes (see [`policy::zstd_speed_for`]).
+    pub zstd_speed_short: [u64; ZSTD_LEVELS],
     /// This frame tries zstd even where [`policy::zstd_pays`] says raw, to
     /// keep zstd's speed and ratio measured (the tunnel grants one such
     /// frame per link every [`policy::ZSTD_PROBE_INTERVAL`]).
@@ -354,7 +357,7 @@ impl Outgoing {
                 data.len(),
                 m.link_rate,
                 m.link_unsent_secs,
-                m.zstd_speed[slot],
+                policy::zstd_speed_for(data.len(), m.zstd_speed[slot], m.zstd_speed_short[slot]),
                 m.zstd_cost,
             );
         self.coding = true;

@@ -217,7 +217,8 @@ pub const ZSTD_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_m
 ///   the bytes raw, and the frame goes raw.
 /// - The compression time is `max(n, ZSTD_MIN_TIMED) / speed`: a short
 ///   frame still pays for its prefix (at least 4 KiB of history), which the
-///   speed, timed on longer frames, spreads over their bytes. The peer's
+///   speed, timed on longer frames, spreads over their bytes (see
+///   [`zstd_speed_for`] for short frames' own speed). The peer's
 ///   decompression, several times faster, is not counted.
 /// - Only this end's unsent bytes hide the compression, not the network's
 ///   queueing delay: zstd runs on the threads that drive the sockets, and
@@ -243,9 +244,28 @@ pub fn zstd_pays(n: usize, rate: u64, unsent_secs: f64, speed: u64, cost: Option
     delay <= saving
 }
 
-/// Frames shorter than this are not timed for zstd's speed, and are
-/// counted as taking this many bytes' time (see [`zstd_pays`]).
+/// Frames shorter than this are counted as taking this many bytes' time
+/// (see [`zstd_pays`]), and their speed is kept apart (see
+/// [`zstd_speed_for`]).
 pub const ZSTD_MIN_TIMED: usize = 512;
+
+/// zstd's speed for a frame of `n` bytes, from the speeds measured on frames
+/// of at least [`ZSTD_MIN_TIMED`] bytes (`long`) and on shorter ones
+/// (`short`, each counted as `ZSTD_MIN_TIMED` bytes); 0 where unknown.
+///
+/// A short frame takes its own class's speed, else the long frames' (a
+/// connection of small exchanges only, such as a database client's, would
+/// otherwise never have zstd's speed known, and every frame of it would go
+/// to zstd to measure it). A long frame takes only the long frames' speed:
+/// a short frame's time is mostly its prefix, which says little about
+/// compressing 16 KiB, and with 0 the first long frame is timed.
+pub fn zstd_speed_for(n: usize, long: u64, short: u64) -> u64 {
+    if n < ZSTD_MIN_TIMED && short > 0 {
+        short
+    } else {
+        long
+    }
+}
 
 /// The zstd level for a link delivering `rate` bytes/s (0: unknown): the
 /// smallest output zstd can make while it still outruns the link on one core
@@ -311,6 +331,37 @@ mod tests {
         };
         assert_eq!(choose(&slow), Choice::Model { bytes: 3076 });
         assert!(segment_speedup(1) == 1.0 && segment_speedup(0) == 1.0);
+    }
+
+    #[test]
+    fn short_frames_take_their_own_zstd_speed() {
+        let (long, short) = (80_000_000, 30_000_000);
+        assert_eq!(zstd_speed_for(100, long, short), short);
+        assert_eq!(zstd_speed_for(511, long, short), short);
+        assert_eq!(zstd_speed_for(512, long, short), long);
+        assert_eq!(zstd_speed_for(16 << 10, long, short), long);
+        // Unknown for short frames: the long frames' speed.
+        assert_eq!(zstd_speed_for(100, long, 0), long);
+        // Unknown for long frames: 0, so the first long frame is timed.
+        assert_eq!(zstd_speed_for(16 << 10, 0, short), 0);
+        // A database client's 100-byte queries on an idle loopback link
+        // (rate from cwnd/RTT ~40 MB/s): once a short frame was timed they
+        // go raw, where an unknown speed sent every one to zstd.
+        let rate = 40_000_000;
+        assert!(zstd_pays(
+            100,
+            rate,
+            0.0,
+            zstd_speed_for(100, 0, 0),
+            Some(0.3)
+        ));
+        assert!(!zstd_pays(
+            100,
+            rate,
+            0.0,
+            zstd_speed_for(100, 0, 30_000_000),
+            Some(0.3)
+        ));
     }
 
     #[test]

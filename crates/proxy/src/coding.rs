@@ -3,6 +3,7 @@
 //! every frame counts into; and this process's zstd speed per level.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use llmpack_codec::{
@@ -10,7 +11,7 @@ use llmpack_codec::{
 };
 use llmpack_frame::FrameHeader;
 use llmpack_frame::outgoing::{CodecRule, FrameLimits, Measured, OutgoingConfig};
-use llmpack_frame::policy::ZSTD_LEVELS;
+use llmpack_frame::policy::{ZSTD_LEVELS, ZSTD_MIN_TIMED};
 
 use crate::load::{ConnCosts, LinkLoad};
 use crate::sched::Scheduler;
@@ -48,9 +49,14 @@ pub struct Coding {
 }
 
 /// How fast zstd compresses frames on this machine, per level: moving
-/// averages over every frame this process compressed, input bytes/s.
+/// averages over every frame this process compressed, input bytes/s, kept
+/// apart for frames of at least [`ZSTD_MIN_TIMED`] bytes and for shorter
+/// ones (see [`llmpack_frame::policy::zstd_speed_for`]).
 #[derive(Debug)]
-pub struct ZstdSpeed([std::sync::atomic::AtomicU64; ZSTD_LEVELS]);
+pub struct ZstdSpeed {
+    long: [AtomicU64; ZSTD_LEVELS],
+    short: [AtomicU64; ZSTD_LEVELS],
+}
 
 /// This process's zstd speeds.
 pub static ZSTD_SPEED: ZstdSpeed = ZstdSpeed::new();
@@ -58,40 +64,53 @@ pub static ZSTD_SPEED: ZstdSpeed = ZstdSpeed::new();
 impl ZstdSpeed {
     /// No measurements yet.
     const fn new() -> Self {
-        ZstdSpeed([const { std::sync::atomic::AtomicU64::new(0) }; ZSTD_LEVELS])
+        ZstdSpeed {
+            long: [const { AtomicU64::new(0) }; ZSTD_LEVELS],
+            short: [const { AtomicU64::new(0) }; ZSTD_LEVELS],
+        }
     }
 
-    fn slot(&self, level: i32) -> &std::sync::atomic::AtomicU64 {
-        let i = usize::try_from(level.max(0))
+    fn index(level: i32) -> usize {
+        usize::try_from(level.max(0))
             .unwrap_or(0)
-            .min(ZSTD_LEVELS - 1);
-        &self.0[i]
+            .min(ZSTD_LEVELS - 1)
     }
 
-    /// Every level's speed now (see [`Self::get`]).
-    pub fn snapshot(&self) -> [u64; ZSTD_LEVELS] {
-        std::array::from_fn(|i| self.0[i].load(std::sync::atomic::Ordering::Relaxed))
+    /// Every level's speed now, on long frames and on short ones (input
+    /// bytes/s; 0 before the first measurement).
+    pub fn snapshot(&self) -> ([u64; ZSTD_LEVELS], [u64; ZSTD_LEVELS]) {
+        let load =
+            |a: &[AtomicU64; ZSTD_LEVELS]| std::array::from_fn(|i| a[i].load(Ordering::Relaxed));
+        (load(&self.long), load(&self.short))
     }
 
-    /// Input bytes/s at `level`; 0 before the first measurement.
-    pub fn get(&self, level: i32) -> u64 {
-        self.slot(level).load(std::sync::atomic::Ordering::Relaxed)
+    /// Input bytes/s at `level` on frames of at least [`ZSTD_MIN_TIMED`]
+    /// bytes (`short`: on shorter ones); 0 before the first measurement.
+    #[cfg(test)]
+    fn get(&self, level: i32, short: bool) -> u64 {
+        let arr = if short { &self.short } else { &self.long };
+        arr[Self::index(level)].load(Ordering::Relaxed)
     }
 
-    /// Adds one measurement at `level`: `bytes` compressed in `took`
-    /// (frames of under 512 bytes are too short to time and are ignored;
-    /// smaller frames count, since their per-frame cost is what an
-    /// interactive connection pays).
+    /// Adds one measurement at `level`: `bytes` compressed in `took`. A
+    /// frame of under [`ZSTD_MIN_TIMED`] bytes counts as that many, in the
+    /// short frames' average: its time is mostly its prefix's, which is
+    /// what an interactive connection's frames pay.
     pub fn record(&self, level: i32, bytes: u64, took: Duration) {
-        if bytes < llmpack_frame::policy::ZSTD_MIN_TIMED as u64 {
+        if bytes == 0 {
             return;
         }
+        let min = ZSTD_MIN_TIMED as u64;
+        let (slot, bytes) = if bytes < min {
+            (&self.short[Self::index(level)], min)
+        } else {
+            (&self.long[Self::index(level)], bytes)
+        };
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
         let now = u64::try_from(u128::from(bytes) * 1_000_000_000 / u128::from(nanos))
             .unwrap_or(u64::MAX / 2)
             .min(u64::MAX / 2);
-        let slot = self.slot(level);
-        let old = slot.load(std::sync::atomic::Ordering::Relaxed);
+        let old = slot.load(Ordering::Relaxed);
         // A quarter of the new value: smooth, but a machine that gets busy
         // shows within a few frames. (Racing updates lose one sample.)
         let avg = if old == 0 {
@@ -99,7 +118,7 @@ impl ZstdSpeed {
         } else {
             old - old / 4 + now / 4
         };
-        slot.store(avg, std::sync::atomic::Ordering::Relaxed);
+        slot.store(avg, Ordering::Relaxed);
     }
 }
 
@@ -236,6 +255,7 @@ impl Coding {
     /// What the codec choice decides from now, for a connection whose
     /// frames got `costs`.
     pub(crate) fn measured(&self, costs: &ConnCosts) -> Measured {
+        let (zstd_speed, zstd_speed_short) = ZSTD_SPEED.snapshot();
         Measured {
             model_secs_per_byte: self.sched.as_ref().map(Scheduler::secs_per_byte),
             link_rate: self.link.rate(),
@@ -244,7 +264,8 @@ impl Coding {
             lm_cost: costs.lm(&self.link),
             free_cost: costs.free(&self.link),
             zstd_cost: costs.zstd(&self.link),
-            zstd_speed: ZSTD_SPEED.snapshot(),
+            zstd_speed,
+            zstd_speed_short,
             zstd_probe: self.link.claim_zstd_probe(),
         }
     }
@@ -307,15 +328,27 @@ mod tests {
     fn zstd_speed_averages_per_level() {
         let s = ZstdSpeed::new();
         s.record(5, 100, Duration::from_millis(1));
-        assert_eq!(s.get(5), 0, "short frames are not timed");
+        assert_eq!(s.get(5, false), 0, "short frames are kept apart");
+        assert_eq!(s.get(5, true), 512_000, "and count as 512 bytes");
         s.record(5, 1 << 20, Duration::from_millis(100));
-        let first = s.get(5);
+        let first = s.get(5, false);
         assert!((10_000_000..11_000_000).contains(&first), "{first}");
+        assert_eq!(s.get(5, true), 512_000, "long frames leave short ones");
         // A 4x slower frame moves the average a quarter of the way.
         s.record(5, 1 << 20, Duration::from_millis(400));
-        let second = s.get(5);
+        let second = s.get(5, false);
         assert!(second < first && second > first / 2, "{first} -> {second}");
-        assert_eq!(s.get(19), 0, "levels are kept apart");
-        assert_eq!(s.get(99), s.get(22), "levels beyond 22 share its slot");
+        assert_eq!(s.get(19, false), 0, "levels are kept apart");
+        assert_eq!(
+            s.get(99, false),
+            s.get(22, false),
+            "levels beyond 22 share its slot"
+        );
+        s.record(5, 0, Duration::from_millis(1));
+        assert_eq!(
+            s.get(5, true),
+            512_000,
+            "a frame zstd did not see is no sample"
+        );
     }
 }
