@@ -4,6 +4,10 @@
 //! - `quinn`: one QUIC connection made with `llmpack_transport`'s endpoints
 //!   (the tunnel's TLS and transport settings), a new stream per run; the
 //!   client writes N bytes, the clock stops when the server has read them;
+//! - `quinn relay raw`: the tunnel's path with no framing, its lower bound:
+//!   TCP into a relay that copies each connection into a stream of one
+//!   QUIC connection (the same settings) and out to the same sink
+//!   (`llmpack_bench::relay::QuicRelay`, the `quic` mode of `llmpack bench`);
 //! - `tunnel raw`, `tunnel zstd random`, `tunnel zstd text`: a sender and a
 //!   receiver (`llmpack_proxy::start`) in front of a TCP sink that reads to
 //!   the end and answers with the count (u64 LE); the client connects to the
@@ -23,16 +27,17 @@
 //!     [--mib N] [--runs R] [--only TEXT] [--json]
 //! ```
 //! Defaults: N = 256 MiB (or `LLMPACK_BENCH_MIB`), R = 3, all modes;
-//! `--only raw` runs the quinn baseline and the tunnel modes named "*raw*".
+//! `--only raw` runs the quinn baseline and the modes named "*raw*".
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use llmpack_bench::relay::{QuicRelay, endpoint_pair};
 use llmpack_proxy::{Running, config::Config};
+use llmpack_transport::generate;
 use llmpack_transport::quinn::{Connection, Endpoint};
-use llmpack_transport::{ServerAuth, Tuning, client_endpoint, generate, server_endpoint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -103,11 +108,15 @@ async fn main() -> Result<()> {
 
     let dir = std::env::temp_dir().join(format!("llmpack-loopback-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (receiver, sender) = tunnel_pair(&dir, sink().await?).await?;
+    let target = sink().await?;
+    let (receiver, sender) = tunnel_pair(&dir, target).await?;
     let (client, conn, mut done) = plain_quinn().await?;
+    // The tunnel's lower bound: no framing (`llmpack bench --modes quic`).
+    let relay = QuicRelay::start("127.0.0.1:0".parse()?, target, None).await?;
 
     let plan = [
         ("quinn", None, &random),
+        ("quinn relay raw", Some(RELAY), &random),
         ("tunnel raw", Some("raw"), &random),
         ("tunnel zstd random", Some("zstd"), &random),
         ("tunnel zstd text", Some("zstd"), &text),
@@ -133,6 +142,7 @@ async fn main() -> Result<()> {
                     let n = done.recv().await.context("the quinn server task ended")?;
                     ensure!(n == bytes, "the quinn server read {n} of {bytes} bytes");
                 }
+                Some(RELAY) => through(relay.local_addr(), src, bytes).await?,
                 Some(t) => {
                     let before = link_bytes(t);
                     through(sender.tunnels[t], src, bytes).await?;
@@ -148,6 +158,7 @@ async fn main() -> Result<()> {
         }
     }
     conn.close(0u32.into(), b"done");
+    drop(relay);
     let _ = tokio::time::timeout(Duration::from_secs(2), client.wait_idle()).await;
     sender.shutdown().await;
     receiver.shutdown().await;
@@ -308,20 +319,14 @@ fn link_bytes(t: &str) -> f64 {
     line.and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
 
+/// The `--only` name of the relay mode.
+const RELAY: &str = "relay";
+
 /// A QUIC connection with the tunnel's TLS and transport settings (client
 /// endpoint, connection) and the count of each stream the server finished.
 async fn plain_quinn() -> Result<(Endpoint, Connection, mpsc::Receiver<usize>)> {
-    let pem = |(c, k): (String, String)| llmpack_transport::Identity::from_pem(&c, &k);
-    let (server_id, client_id) = (pem(generate("llmpack")?)?, pem(generate("llmpack")?)?);
-    let cert = server_id.certificate().clone();
-    let auth = ServerAuth {
-        client_pin: Some(client_id.certificate().clone()),
-        identity: server_id,
-    };
-    let tuning = Tuning::default();
-    let server = server_endpoint("127.0.0.1:0".parse()?, &auth, &tuning)?;
+    let (server, client) = endpoint_pair()?;
     let at = server.local_addr()?;
-    let client = client_endpoint("127.0.0.1:0".parse()?, cert, Some(client_id), &tuning)?;
     let (tx, done) = mpsc::channel(1);
     tokio::spawn(async move {
         let conn = server.accept().await?.await.ok()?;

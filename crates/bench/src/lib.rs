@@ -4,7 +4,7 @@
 //! no netem): a UDP relay for the QUIC tunnel and a TCP relay for plain-TCP
 //! baselines, both with a rate-limited drop-tail bottleneck per direction.
 //! [`http`] runs real nginx and curl as a run's server and clients.
-//! [`relay`] is the bare TCP relay of the `relay` mode. [`units`] parses the
+//! [`relay`] holds the bare relays of the `relay` and `quic` modes. [`units`] parses the
 //! rates and percentages that users type.
 //! [`scenario`] names links, [`workload`] builds traffic classes, [`run`](mod@run)
 //! measures one scenario × mode × workload ([`interactive`]: on persistent
@@ -70,13 +70,15 @@ pub struct BenchArgs {
     #[arg(long, default_value = "0%", value_parser = units::parse_percent)]
     pub loss: f64,
     /// Paths to measure: direct (plain TCP), relay (plain TCP through a bare
-    /// user-space relay, TCP_NODELAY both sides), raw, zstd, lm, auto (tunnel
-    /// codecs, with the proxies' default settings).
+    /// user-space relay, TCP_NODELAY both sides), quic (TCP copied into one
+    /// QUIC connection with the tunnel's settings and out again: no framing,
+    /// no codec), raw, zstd, lm, auto (tunnel codecs, with the proxies'
+    /// default settings).
     #[arg(long, value_delimiter = ',', default_value = "direct,raw,zstd,lm,auto", value_parser = Mode::parse)]
     pub modes: Vec<Mode>,
     /// Link modes of the tunnel runs: stream (CUBIC), stream-bbr,
-    /// datagram-fec (BBR); comma-separated for several. Direct and relay
-    /// run once.
+    /// datagram-fec (BBR); comma-separated for several. Direct, relay and
+    /// quic run once.
     #[arg(long, value_delimiter = ',', default_value = "stream", value_parser = LinkChoice::parse)]
     pub link_mode: Vec<LinkChoice>,
     /// Traffic: prose, code, html, json, logs, binary, mix, or a file or

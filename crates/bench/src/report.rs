@@ -166,7 +166,7 @@ pub fn notes(results: &[RunResult]) -> Vec<String> {
     }
     if results
         .iter()
-        .any(|r| r.traffic == Traffic::Interactive && r.scenario.emulated && !r.mode.is_tunnel())
+        .any(|r| r.traffic == Traffic::Interactive && r.scenario.emulated && r.mode.is_tcp_link())
     {
         out.push(
             "interactive on an emulated link: the first exchange of each direct or relay client \
@@ -184,7 +184,8 @@ pub fn notes(results: &[RunResult]) -> Vec<String> {
     if results.iter().any(|r| !r.scenario.emulated) {
         out.push(
             "loopback: no emulator in the path (direct: client to server; relay: one user-space \
-             TCP relay; tunnel: sender and receiver over loopback UDP); link bytes not counted"
+             TCP relay; quic: TCP into one QUIC connection over loopback UDP and out, no framing; \
+             tunnel: sender and receiver over loopback UDP); link bytes not counted"
                 .into(),
         );
     }
@@ -210,7 +211,7 @@ pub fn notes(results: &[RunResult]) -> Vec<String> {
     }
     let lossy_direct = results
         .iter()
-        .any(|r| !r.mode.is_tunnel() && r.scenario.loss > 0.0);
+        .any(|r| r.mode.is_tcp_link() && r.scenario.loss > 0.0);
     if lossy_direct {
         out.push(
             "loss applies to UDP only: the TCP relay of the direct and relay baselines cannot drop \

@@ -25,7 +25,7 @@ use crate::Traffic;
 use crate::http::{Nginx, Tools, curl_get};
 use crate::latency::Summary;
 use crate::link::{LinkStats, TcpRelay};
-use crate::relay::PlainRelay;
+use crate::relay::{PlainRelay, QuicRelay};
 use crate::scenario::Scenario;
 use crate::tunnel::{ModelOpts, Pair, TUNNEL};
 use crate::workload::Workload;
@@ -44,6 +44,11 @@ pub enum Mode {
     /// of the emulated link if there is one): what a proxy process costs
     /// without compression, framing or QUIC.
     Relay,
+    /// TCP copied into a stream of one QUIC connection and out again
+    /// ([`QuicRelay`], the tunnel's TLS and transport settings, across the
+    /// emulated link if there is one): the tunnel's shape without framing
+    /// or codecs, so what QUIC and a second proxy cost.
+    Quic,
     /// The LLMPack tunnel with `codec = "raw"`.
     Raw,
     /// The tunnel with `codec = "zstd"`.
@@ -56,20 +61,22 @@ pub enum Mode {
 
 impl Mode {
     /// All modes, in report order.
-    pub const ALL: [Mode; 6] = [
+    pub const ALL: [Mode; 7] = [
         Mode::Direct,
         Mode::Relay,
+        Mode::Quic,
         Mode::Raw,
         Mode::Zstd,
         Mode::Lm,
         Mode::Auto,
     ];
 
-    /// The mode's name (the tunnel codec, or `direct` or `relay`).
+    /// The mode's name (the tunnel codec, or `direct`, `relay` or `quic`).
     pub fn name(self) -> &'static str {
         match self {
             Mode::Direct => "direct",
             Mode::Relay => "relay",
+            Mode::Quic => "quic",
             Mode::Raw => "raw",
             Mode::Zstd => "zstd",
             Mode::Lm => "lm",
@@ -82,13 +89,21 @@ impl Mode {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == s.trim())
-            .ok_or_else(|| format!("unknown mode `{s}`: use direct, relay, raw, zstd, lm or auto"))
+            .ok_or_else(|| {
+                format!("unknown mode `{s}`: use direct, relay, quic, raw, zstd, lm or auto")
+            })
     }
 
     /// Whether the mode runs through the LLMPack tunnel (and so has a link
     /// mode).
     pub fn is_tunnel(self) -> bool {
-        !matches!(self, Mode::Direct | Mode::Relay)
+        !matches!(self, Mode::Direct | Mode::Relay | Mode::Quic)
+    }
+
+    /// Whether the mode crosses the emulated link as TCP (through a
+    /// [`TcpRelay`]), not as the QUIC link's UDP.
+    pub fn is_tcp_link(self) -> bool {
+        matches!(self, Mode::Direct | Mode::Relay)
     }
 }
 
@@ -336,6 +351,7 @@ impl Tally {
 enum Path {
     Direct(Option<TcpRelay>),
     Relay(PlainRelay, Option<TcpRelay>),
+    Quic(QuicRelay),
     Tunnel(Box<Pair>),
 }
 
@@ -368,6 +384,13 @@ impl Path {
                 let addr = relay.local_addr();
                 (Path::Relay(relay, link), addr)
             }
+            Mode::Quic => {
+                let relay = QuicRelay::start(local(), server, link)
+                    .await
+                    .context("starting the QUIC relay")?;
+                let addr = relay.local_addr();
+                (Path::Quic(relay), addr)
+            }
             m => {
                 let pair =
                     Pair::start(m.name(), server, link, &spec.model, spec.link.toml()).await?;
@@ -380,6 +403,7 @@ impl Path {
     fn stats(&self) -> LinkStats {
         let relay = match self {
             Path::Direct(r) | Path::Relay(_, r) => r.as_ref().map(TcpRelay::stats),
+            Path::Quic(q) => q.link.as_ref().map(crate::link::UdpRelay::stats),
             Path::Tunnel(p) => p.relay.as_ref().map(crate::link::UdpRelay::stats),
         };
         relay.unwrap_or_default()
@@ -403,6 +427,7 @@ impl Path {
                 p.shutdown();
                 drop(r);
             }
+            Path::Quic(q) => drop(q),
             Path::Tunnel(p) => p.shutdown().await,
         }
     }
@@ -822,6 +847,8 @@ mod tests {
         assert_eq!(parse_request("PUT 1\n"), None);
         assert_eq!(Mode::parse("relay"), Ok(Mode::Relay));
         assert!(!Mode::Relay.is_tunnel() && !Mode::Direct.is_tunnel());
+        assert_eq!(Mode::parse("quic"), Ok(Mode::Quic));
+        assert!(!Mode::Quic.is_tunnel());
         assert!(Mode::Zstd.is_tunnel());
         assert!(cpu_seconds() >= 0.0);
     }
