@@ -95,24 +95,8 @@ fi
 NAMES=($(cd "$WWW" && ls))
 
 # nginx in b: 0.0.0.0:8080 for direct runs, 127.0.0.1:8081 behind the receiver.
-mkdir -p "$WORK/nginx/tmp"
-cat > "$WORK/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-error_log $WORK/nginx/error.log;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/tmp/body;
-  proxy_temp_path $WORK/nginx/tmp/proxy;
-  fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-  uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-  scgi_temp_path $WORK/nginx/tmp/scgi;
-  server { listen 10.77.0.2:8080; listen 127.0.0.1:8081; root $WWW; }
-}
-EOF
-ip netns exec "$B" "$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" \
+"$REPO/scripts/nginx-conf.sh" "$WORK/nginx" "$WWW" 10.77.0.2:8080 127.0.0.1:8081 > "$WORK/nginx.conf"
+ip netns exec "$B" "$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx.conf" \
   </dev/null >/dev/null 2>"$WORK/nginx/stderr.log" &
 PIDS+=($!)
 
