@@ -331,6 +331,13 @@ pub async fn track(conn: quinn::Connection, load: std::sync::Arc<LinkLoad>) {
             .unwrap_or(u64::MAX)
             .max(100);
         let rate = s.path.cwnd.saturating_mul(1_000_000) / rtt_us;
+        tracing::trace!(
+            cwnd = s.path.cwnd,
+            rtt_us = s.path.rtt.as_micros(),
+            min_rtt_us = s.path.min_rtt.as_micros(),
+            rate,
+            "link sample"
+        );
         load.sample(
             rate,
             payload(&s).saturating_sub(base),
