@@ -88,6 +88,18 @@ async fn relay_one(mut client: TcpStream, target: SocketAddr) -> io::Result<()> 
 /// large as the tunnel's).
 const COPY_BUF: usize = 64 << 10;
 
+/// Copies `tcp` and a QUIC stream into each other until both are done
+/// (`TCP_NODELAY` on the socket), as each end of the [`QuicRelay`] does.
+async fn pipe(
+    mut tcp: TcpStream,
+    send: llmpack_transport::quinn::SendStream,
+    recv: llmpack_transport::quinn::RecvStream,
+) -> io::Result<(u64, u64)> {
+    tcp.set_nodelay(true)?;
+    let mut quic = tokio::io::join(recv, send);
+    tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut quic, COPY_BUF, COPY_BUF).await
+}
+
 /// A QUIC server and client endpoint on 127.0.0.1 with the tunnel's TLS
 /// (each pinning the other's fresh certificate) and default transport
 /// settings: the client connects to the server's `local_addr` (or to a
@@ -144,13 +156,8 @@ impl QuicRelay {
             let mut conns = JoinSet::new();
             while let Ok((send, recv)) = conn.accept_bi().await {
                 conns.spawn(async move {
-                    let mut tcp = TcpStream::connect(target).await?;
-                    tcp.set_nodelay(true)?;
-                    let mut quic = tokio::io::join(recv, send);
-                    tokio::io::copy_bidirectional_with_sizes(
-                        &mut tcp, &mut quic, COPY_BUF, COPY_BUF,
-                    )
-                    .await
+                    let tcp = TcpStream::connect(target).await?;
+                    pipe(tcp, send, recv).await
                 });
             }
         });
@@ -162,16 +169,11 @@ impl QuicRelay {
         let local = listener.local_addr()?;
         let near = tokio::spawn(async move {
             let mut conns = JoinSet::new();
-            while let Ok((mut tcp, _)) = listener.accept().await {
+            while let Ok((tcp, _)) = listener.accept().await {
                 let conn = conn.clone();
                 conns.spawn(async move {
-                    tcp.set_nodelay(true)?;
                     let (send, recv) = conn.open_bi().await.map_err(io::Error::other)?;
-                    let mut quic = tokio::io::join(recv, send);
-                    tokio::io::copy_bidirectional_with_sizes(
-                        &mut tcp, &mut quic, COPY_BUF, COPY_BUF,
-                    )
-                    .await
+                    pipe(tcp, send, recv).await
                 });
             }
         });
